@@ -1,0 +1,47 @@
+"""Broker interface, topology and the RabbitMQ adapter."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pgvault.broker.base import Ack, Broker, Dead, Delivery, Disposition, QueueDepth, Retry
+from pgvault.broker.topology import STAGES, Topology
+
+if TYPE_CHECKING:
+    from pgvault.config import Settings
+
+
+def topology_for(settings: Settings) -> Topology:
+    return Topology(
+        cluster=settings.cluster,
+        retry_delays=tuple(settings.broker.retry_delays),
+        delivery_limit=settings.broker.delivery_limit,
+    )
+
+
+def open_broker(settings: Settings) -> Broker:
+    """The configured RabbitMQ broker (pika imported only here)."""
+    from pgvault.broker.rabbit import RabbitBroker
+
+    return RabbitBroker(
+        settings.broker.url.get_secret_value(),
+        topology_for(settings),
+        heartbeat=settings.broker.heartbeat,
+        connect_timeout=settings.broker.connect_timeout,
+        prefetch=settings.broker.prefetch,
+    )
+
+
+__all__ = [
+    "STAGES",
+    "Ack",
+    "Broker",
+    "Dead",
+    "Delivery",
+    "Disposition",
+    "QueueDepth",
+    "Retry",
+    "Topology",
+    "open_broker",
+    "topology_for",
+]

@@ -1,0 +1,106 @@
+"""The broker interface the pipeline is written against, dramatiq-style.
+
+A worker hands `consume` a callback that turns a Delivery into a Disposition; the broker
+carries it out *after* the callback returned, i.e. after the side effect is durable:
+Ack, Retry (park the message in a delay queue, then ack) or Dead (copy to the stage's
+dead-letter queue, then ack). Two implementations: RabbitBroker (pika) and StubBroker
+(in memory, for unit tests of stage logic and the retry policy).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgvault.broker.topology import ATTEMPT_HEADER, Topology
+from pgvault.schemas import AlertEvent, ArtifactEvent
+
+
+@dataclass(frozen=True)
+class Delivery:
+    body: bytes
+    routing_key: str
+    headers: dict[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
+
+    @property
+    def attempt(self) -> int:
+        """How many times this message already failed (0 on first delivery)."""
+        try:
+            return int(self.headers.get(ATTEMPT_HEADER, 0))
+        except (TypeError, ValueError):
+            return 0
+
+
+@dataclass(frozen=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dead:
+    reason: str
+
+
+Disposition = Ack | Retry | Dead
+Handler = Callable[[Delivery], Disposition]
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    name: str
+    messages: int
+    consumers: int
+
+
+@dataclass
+class ConsumeStats:
+    acked: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    def add(self, disposition: Disposition) -> None:
+        if isinstance(disposition, Ack):
+            self.acked += 1
+        elif isinstance(disposition, Retry):
+            self.retried += 1
+        else:
+            self.dead += 1
+
+
+class Broker(ABC):
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+
+    @abstractmethod
+    def declare(self) -> None:
+        """Declare exchange, queues and bindings; idempotent."""
+
+    @abstractmethod
+    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
+        """Persistent publish to the events exchange, returning only once confirmed."""
+
+    def publish_event(self, event: ArtifactEvent | AlertEvent) -> None:
+        self.publish(event.routing_key, event.model_dump_json().encode())
+
+    @abstractmethod
+    def consume(
+        self, stage: str, handler: Handler, *, once: bool = False, stop: threading.Event | None = None
+    ) -> ConsumeStats:
+        """Run the stage's consumer until `stop` is set (or, with once, until drained)."""
+
+    @abstractmethod
+    def queue_depths(self) -> list[QueueDepth]:
+        """Depth and consumers of every queue of this cluster (absent queues skipped)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,343 @@
+"""RabbitMQ adapter (pika). The only module that imports pika.
+
+- Publishing: one confirm-mode channel per thread, persistent messages, `mandatory` so an
+  event that no queue would receive is an error instead of vanishing. A dropped
+  connection is re-opened once per publish before giving up with BrokerError.
+- Consuming: the connection lives in the calling thread, which keeps pumping I/O (and
+  heartbeats) while handlers run in a small thread pool; a message is settled (ack,
+  retry-queue, dead-letter) only after its handler returned. SIGTERM-style stop cancels
+  the consumer, lets in-flight handlers finish, settles them, then returns.
+- Broker outages: the consume loop reconnects with backoff; unacked messages are
+  redelivered by RabbitMQ, which the idempotent stages tolerate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pika  # noqa: TID251 - this module is the pika adapter
+import pika.exceptions  # noqa: TID251
+from pika.adapters.blocking_connection import BlockingChannel  # noqa: TID251
+
+from pgvault.broker.base import (
+    Ack,
+    Broker,
+    ConsumeStats,
+    Dead,
+    Delivery,
+    Disposition,
+    Handler,
+    QueueDepth,
+    Retry,
+)
+from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, STAGE_HEADER, Topology
+from pgvault.config import redact_url
+from pgvault.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionClosed,
+    pika.exceptions.StreamLostError,
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.ChannelClosed,
+    ConnectionError,
+    OSError,
+)
+DRAIN_GRACE_S = 1.0
+
+
+class RabbitBroker(Broker):
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        *,
+        heartbeat: int = 60,
+        connect_timeout: float = 10.0,
+        prefetch: int = 1,
+    ) -> None:
+        super().__init__(topology)
+        self._url_text = redact_url(url)
+        try:
+            self._params = pika.URLParameters(url)
+        except Exception:
+            raise BrokerError(f"invalid broker URL {self._url_text}") from None
+        self._params.socket_timeout = connect_timeout
+        self._params.blocked_connection_timeout = 300
+        self._params.connection_attempts = 1
+        self.heartbeat = heartbeat
+        self.prefetch = prefetch
+        self._local = threading.local()
+
+    # -- connections -------------------------------------------------------------
+    def _connect(self, heartbeat: int) -> pika.BlockingConnection:
+        self._params.heartbeat = heartbeat
+        try:
+            return pika.BlockingConnection(self._params)
+        except pika.exceptions.ProbableAuthenticationError:
+            raise BrokerError(f"broker {self._url_text} refused the credentials") from None
+        except pika.exceptions.ProbableAccessDeniedError:
+            raise BrokerError(f"broker {self._url_text}: access to the vhost denied") from None
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            reason = type(exc).__name__
+            raise BrokerError(f"broker {self._url_text} unreachable ({reason})") from None
+
+    def _publisher(self) -> BlockingChannel:
+        ch: BlockingChannel | None = getattr(self._local, "channel", None)
+        if ch is None or not ch.is_open:
+            # publisher connections idle between bursts: no heartbeat, reconnect on error
+            conn = self._connect(heartbeat=0)
+            ch = conn.channel()
+            ch.confirm_delivery()
+            self._local.connection = conn
+            self._local.channel = ch
+        return ch
+
+    def _reset_publisher(self) -> None:
+        conn = getattr(self._local, "connection", None)
+        self._local.channel = None
+        self._local.connection = None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # noqa: S110 - closing a broken connection
+                pass
+
+    def close(self) -> None:
+        self._reset_publisher()
+
+    # -- topology ----------------------------------------------------------------
+    def declare(self) -> None:
+        conn = self._connect(heartbeat=0)
+        try:
+            ch = conn.channel()
+            ch.exchange_declare(self.topology.exchange, exchange_type="topic", durable=True)
+            for spec in self.topology.all_queues():
+                ch.queue_declare(spec.name, durable=spec.durable, arguments=spec.arguments)
+                for key in spec.bindings:
+                    ch.queue_bind(spec.name, self.topology.exchange, routing_key=key)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BrokerError(
+                f"broker refused the topology ({exc.reply_code} {exc.reply_text}); a queue "
+                "exists with other arguments: delete it or restore its old settings"
+            ) from None
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerError(f"broker {self._url_text}: lost while declaring ({exc!r})") from None
+        finally:
+            if conn.is_open:
+                conn.close()
+
+    def delete_topology(self) -> None:
+        """Remove this cluster's exchange and queues (tests; `init --reset`)."""
+        conn = self._connect(heartbeat=0)
+        try:
+            ch = conn.channel()
+            for spec in self.topology.all_queues():
+                ch.queue_delete(spec.name)
+            ch.exchange_delete(self.topology.exchange)
+        finally:
+            if conn.is_open:
+                conn.close()
+
+    # -- publishing --------------------------------------------------------------
+    @staticmethod
+    def _properties(headers: dict[str, Any] | None, routing_key: str) -> pika.BasicProperties:
+        return pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            content_type="application/json",
+            headers=headers or {},
+            timestamp=int(time.time()),
+            type=routing_key,
+        )
+
+    def _publish(self, exchange: str, routing_key: str, body: bytes, headers: dict[str, Any] | None) -> None:
+        for attempt in (1, 2):
+            try:
+                self._publisher().basic_publish(
+                    exchange,
+                    routing_key,
+                    body,
+                    self._properties(headers, routing_key),
+                    mandatory=True,
+                )
+                return
+            except pika.exceptions.UnroutableError:
+                raise BrokerError(
+                    f"no queue receives {routing_key!r} on {self.topology.exchange}; "
+                    "run `pgvault init` to declare the topology"
+                ) from None
+            except pika.exceptions.NackError:
+                raise BrokerError(f"broker rejected {routing_key!r} (nack)") from None
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                self._reset_publisher()
+                if exc.reply_code == 404:
+                    raise BrokerError(
+                        f"exchange {exchange or '(default)'} does not exist; run `pgvault init` "
+                        "to declare the topology"
+                    ) from None
+                raise BrokerError(f"broker closed the channel: {exc.reply_text}") from None
+            except (BrokerError, *_CONNECTION_ERRORS) as exc:
+                self._reset_publisher()
+                if attempt == 2:
+                    if isinstance(exc, BrokerError):
+                        raise
+                    raise BrokerError(f"broker {self._url_text}: publish failed ({exc!r})") from None
+        raise AssertionError("unreachable")
+
+    def publish(self, routing_key: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
+        self._publish(self.topology.exchange, routing_key, body, headers)
+
+    # -- consuming ---------------------------------------------------------------
+    def consume(
+        self, stage: str, handler: Handler, *, once: bool = False, stop: threading.Event | None = None
+    ) -> ConsumeStats:
+        stop = stop or threading.Event()
+        stats = ConsumeStats()
+        backoff = 1.0
+        self.topology.queue(stage)  # validates the stage name
+        while not stop.is_set():
+            try:
+                self._session(stage, handler, once, stop, stats)
+                return stats
+            except (BrokerError, *_CONNECTION_ERRORS) as exc:
+                log.warning("stage %s: broker connection lost (%s); reconnecting in %.0fs",
+                            stage, exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        return stats
+
+    def _session(
+        self, stage: str, handler: Handler, once: bool, stop: threading.Event, stats: ConsumeStats
+    ) -> None:
+        conn = self._connect(heartbeat=self.heartbeat)
+        pool = ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix=f"pgvault-{stage}")
+        inflight: dict[int, tuple[Delivery, Future[Disposition]]] = {}
+        try:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.basic_qos(prefetch_count=self.prefetch)
+            queue = self.topology.queue(stage)
+
+            def settle(tag: int) -> None:
+                delivery, fut = inflight.pop(tag)
+                disposition = self._outcome(fut)
+                self._settle(ch, stage, tag, delivery, disposition)
+                stats.add(disposition)
+
+            def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+                tag = int(method.delivery_tag)
+                delivery = Delivery(body, method.routing_key, dict(props.headers or {}),
+                                    bool(method.redelivered))
+                if delivery.redelivered:
+                    log.info("stage %s: redelivered message %s (a previous consumer did not "
+                             "finish it)", stage, method.routing_key)
+                fut = pool.submit(handler, delivery)
+                inflight[tag] = (delivery, fut)
+                # settle on the connection's thread as soon as the handler is done
+                fut.add_done_callback(
+                    lambda _f, t=tag: conn.add_callback_threadsafe(lambda: settle(t)))
+
+            try:
+                tag = ch.basic_consume(queue, on_message)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                raise BrokerError(f"cannot consume {queue}: {exc.reply_text}; run `pgvault init`") from None
+            log.info("stage %s: consuming %s", stage, queue)
+            cancelled = False
+            idle_since: float | None = None
+            last_probe = 0.0
+            while True:
+                conn.process_data_events(time_limit=0.25)
+                if stop.is_set() and not cancelled:
+                    ch.basic_cancel(tag)
+                    cancelled = True
+                if cancelled and not inflight:
+                    return
+                if once and not inflight and time.monotonic() - last_probe > 0.25:
+                    last_probe = time.monotonic()
+                    if self._drained(ch, stage):
+                        idle_since = idle_since or time.monotonic()
+                        if time.monotonic() - idle_since >= DRAIN_GRACE_S:
+                            stop.set()
+                    else:
+                        idle_since = None
+        finally:
+            pool.shutdown(wait=True)  # a lost connection still lets handlers finish
+            if conn.is_open:
+                try:
+                    conn.close()
+                except Exception:  # noqa: S110
+                    pass
+
+    @staticmethod
+    def _outcome(fut: Future[Disposition]) -> Disposition:
+        try:
+            return fut.result()
+        except Exception as exc:  # handlers should not raise; never lose the message
+            log.exception("handler raised instead of returning a disposition")
+            return Retry(0, f"handler crashed: {exc!r}")
+
+    def _settle(
+        self, ch: BlockingChannel, stage: str, tag: int, delivery: Delivery, disposition: Disposition
+    ) -> None:
+        headers = dict(delivery.headers)
+        if isinstance(disposition, Retry):
+            delay = disposition.delay
+            if delay not in self.topology.retry_delays:
+                delay = self.topology.retry_delays[0]
+            headers.update({ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason[:500]})
+            ch.basic_publish("", self.topology.retry_queue(stage, delay), delivery.body,
+                             self._properties(headers, delivery.routing_key), mandatory=True)
+        elif isinstance(disposition, Dead):
+            headers.update({ERROR_HEADER: disposition.reason[:500], STAGE_HEADER: stage,
+                            "x-pgvault-routing-key": delivery.routing_key})
+            ch.basic_publish("", self.topology.dead_queue(stage), delivery.body,
+                             self._properties(headers, delivery.routing_key), mandatory=True)
+        ch.basic_ack(tag)
+
+    def _count(self, ch: BlockingChannel, queue: str) -> tuple[int, int]:
+        frame = ch.queue_declare(queue, passive=True)
+        return int(frame.method.message_count), int(frame.method.consumer_count)
+
+    def _drained(self, ch: BlockingChannel, stage: str) -> bool:
+        names = [self.topology.queue(stage)]
+        names += [self.topology.retry_queue(stage, d) for d in self.topology.retry_delays]
+        return all(self._count(ch, name)[0] == 0 for name in names)
+
+    def queue_depths(self) -> list[QueueDepth]:
+        conn = self._connect(heartbeat=0)
+        depths = []
+        try:
+            ch = conn.channel()
+            for spec in self.topology.all_queues():
+                try:
+                    messages, consumers = self._count(ch, spec.name)
+                except pika.exceptions.ChannelClosedByBroker:
+                    ch = conn.channel()  # 404: queue absent
+                    continue
+                depths.append(QueueDepth(spec.name, messages, consumers))
+        finally:
+            if conn.is_open:
+                conn.close()
+        return depths
+
+    def take(self, queue: str, limit: int = 100) -> list[Delivery]:
+        """Remove and return up to `limit` messages from a queue (tests and triage)."""
+        conn = self._connect(heartbeat=0)
+        out = []
+        try:
+            ch = conn.channel()
+            for _ in range(limit):
+                method, props, body = ch.basic_get(queue, auto_ack=True)
+                if method is None:
+                    break
+                out.append(Delivery(body, method.routing_key, dict(props.headers or {})))
+        finally:
+            if conn.is_open:
+                conn.close()
+        return out

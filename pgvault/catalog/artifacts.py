@@ -1,0 +1,151 @@
+"""Recording pipeline events: an idempotent, order-tolerant state machine.
+
+States advance ready -> stored -> verified. `corrupt` and `missing` (set by verify when
+read-back fails) move a row back, and a later stored/verified event (re-upload, repair)
+moves it forward again. Events can arrive twice or out of order (redelivery, retries),
+so a transition is applied only if it moves forward, or if it is a reset/recovery newer
+than the current state. The same event applied twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from pgvault.catalog.db import CatalogDB, iso, now_iso
+from pgvault.catalog.wal import runs_add, runs_remove
+from pgvault.schemas import ArtifactEvent
+
+RANK = {"ready": 0, "stored": 1, "verified": 2}
+RESETS = ("corrupt", "missing")
+_META_COLUMNS = (
+    "wal_type",
+    "timeline",
+    "segno",
+    "seg_size",
+    "start_lsn",
+    "end_lsn",
+    "first_commit",
+    "last_commit",
+    "db",
+    "backup_id",
+    "started_at",
+    "finished_at",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str  # inserted | advanced | reset | refreshed | ignored | conflict
+    state: str
+    detail: str = ""
+
+
+def _should_apply(current: str, current_at: str, new: str, new_at: str) -> bool:
+    if new in RESETS:
+        return new_at >= current_at and current != new
+    if current in RESETS:
+        return new_at > current_at
+    return RANK[new] > RANK[current]
+
+
+def _columns(event: ArtifactEvent) -> dict[str, Any]:
+    cols: dict[str, Any] = {k: event.meta[k] for k in _META_COLUMNS if k in event.meta}
+    files = [f.model_dump(exclude_none=True) for f in event.files]
+    cols.update(
+        files=json.dumps(files),
+        meta=json.dumps(event.meta, sort_keys=True, default=str),
+        size=sum(f.size for f in event.files),
+        sha256=event.sha256,
+    )
+    if all(f.stored_size is not None for f in event.files):
+        cols["stored_size"] = sum(f.stored_size or 0 for f in event.files)
+    return cols
+
+
+def _maintain_chain(
+    conn: sqlite3.Connection, row: dict[str, Any] | None, cols: dict[str, Any], new_state: str
+) -> None:
+    """Keep wal_runs in step with the verified state of a WAL segment."""
+    timeline = cols.get("timeline", row.get("timeline") if row else None)
+    segno = cols.get("segno", row.get("segno") if row else None)
+    if timeline is None or segno is None:
+        return
+    was = row is not None and row["state"] == "verified"
+    if new_state == "verified" and not was:
+        runs_add(conn, int(timeline), int(segno))
+    elif new_state != "verified" and was:
+        runs_remove(conn, int(timeline), int(segno))
+
+
+def _record_timeline(conn: sqlite3.Connection, event: ArtifactEvent) -> None:
+    meta = event.meta
+    if event.kind != "history" or "timeline" not in meta:
+        return
+    conn.execute(
+        "INSERT INTO timelines(timeline, parent, switchpoint, reason, is_current, recorded_at) "
+        "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT(timeline) DO UPDATE SET parent=excluded.parent, "
+        "switchpoint=excluded.switchpoint, reason=excluded.reason",
+        (meta["timeline"], meta.get("parent"), meta.get("switchpoint"), meta.get("reason"),
+         now_iso()),
+    )
+
+
+def apply_event(catalog: CatalogDB, event: ArtifactEvent) -> Outcome:
+    """Record one artifact event atomically. Safe to call again with the same event."""
+    event_at = iso(event.created_at)
+    with catalog.transaction() as conn:
+        cur = conn.execute("SELECT * FROM artifacts WHERE kind=? AND name=?", (event.kind, event.name))
+        found = cur.fetchone()
+        row = dict(zip([c[0] for c in cur.description], found, strict=True)) if found else None
+        cols = _columns(event)
+        stamp = {"stored": "stored_at", "verified": "verified_at"}.get(event.state)
+        if row is None:
+            cols.update(
+                kind=event.kind, name=event.name, state=event.state, state_at=event_at,
+                created_at=event_at, error=event.error,
+            )
+            if stamp:
+                cols[stamp] = event_at
+            if event.state == "verified":
+                cols["checked_at"] = event_at
+            names = ", ".join(cols)
+            marks = ", ".join("?" for _ in cols)
+            conn.execute(f"INSERT INTO artifacts({names}) VALUES ({marks})", tuple(cols.values()))  # noqa: S608
+            _maintain_chain(conn, None, cols, event.state)
+            if event.state == "verified":
+                _record_timeline(conn, event)
+            return Outcome("inserted", event.state)
+        if row["sha256"] and row["sha256"] != event.sha256:
+            return Outcome(
+                "conflict",
+                row["state"],
+                f"catalogued with sha256 {row['sha256'][:12]}..., event has {event.sha256[:12]}...",
+            )
+        if row["deleted_at"]:
+            return Outcome("ignored", row["state"], "artifact was deleted by retention")
+        if event.state == row["state"] and event.state == "verified":
+            conn.execute(
+                "UPDATE artifacts SET checked_at=? WHERE id=?", (event_at, row["id"])
+            )
+            return Outcome("refreshed", row["state"])
+        if not _should_apply(row["state"], row["state_at"], event.state, event_at):
+            return Outcome("ignored", row["state"])
+        if event.state in RESETS:
+            # keep what we know about the stored object; only the state and error change
+            cols = {"state": event.state, "state_at": event_at, "error": event.error}
+        else:
+            cols.update(state=event.state, state_at=event_at, error=None)
+            if stamp:
+                cols[stamp] = event_at
+            if event.state == "verified":
+                cols["checked_at"] = event_at
+        sets = ", ".join(f"{k}=?" for k in cols)
+        conn.execute(f"UPDATE artifacts SET {sets} WHERE id=?", (*cols.values(), row["id"]))  # noqa: S608
+        _maintain_chain(conn, row, cols, event.state)
+        if event.state == "verified":
+            _record_timeline(conn, event)
+        action = "reset" if event.state in RESETS else "advanced"
+        return Outcome(action, event.state)

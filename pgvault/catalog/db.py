@@ -1,0 +1,248 @@
+"""Opening the SQLite catalog, its pragmas, transactions and migrations.
+
+Migrations follow the sqlite-utils idiom: an ordered list of idempotent steps
+(`if_not_exists`), each recorded in `_migrations` once applied, so a crash half-way
+through simply reruns. WAL journal mode lets readers (CLI, producer) run beside the one
+writer (the catalog worker); `synchronous=FULL` makes a commit durable before the worker
+acks the message that caused it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from pgvault.errors import CatalogError
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _m001_core(db: sqlite_utils.Database) -> None:
+    db["settings"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["artifacts"].create(
+        {
+            "id": int,
+            "kind": str,  # wal | history | logical | physical
+            "name": str,  # WAL file name, "<db>/<backup_id>", "<backup_id>"
+            "state": str,  # ready | stored | verified | corrupt | missing
+            "state_at": str,  # time of the event that set the state
+            "wal_type": str,  # segment | partial | backup | history (WAL kinds only)
+            "timeline": int,
+            "segno": int,  # WAL segments only: position in the timeline's chain
+            "seg_size": int,
+            "start_lsn": int,
+            "end_lsn": int,
+            "first_commit": str,
+            "last_commit": str,
+            "db": str,
+            "backup_id": str,
+            "started_at": str,
+            "finished_at": str,
+            "size": int,  # original bytes (sum over files)
+            "stored_size": int,  # bytes in the store (sum over files)
+            "sha256": str,  # identity checksum: the WAL file or manifest.json
+            "files": str,  # JSON list of FileInfo
+            "meta": str,  # JSON: kind-specific metadata (manifest summary, pg_waldump facts)
+            "created_at": str,
+            "stored_at": str,
+            "verified_at": str,
+            "checked_at": str,  # last successful read-back
+            "error": str,
+            "expiring_at": str,  # retention: marked for deletion
+            "deleted_at": str,
+        },
+        pk="id",
+        not_null=["kind", "name", "state", "state_at", "created_at", "files", "meta"],
+        defaults={"files": "[]", "meta": "{}"},
+        if_not_exists=True,
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS artifacts_identity ON artifacts(kind, name)"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS artifacts_wal_chain ON artifacts(timeline, segno) "
+        "WHERE segno IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS artifacts_backups ON artifacts(kind, db, finished_at) "
+        "WHERE kind IN ('logical', 'physical')"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS artifacts_state ON artifacts(state, kind)")
+    # Contiguous runs of verified WAL segments per timeline, maintained incrementally so
+    # that gap and restorable-window questions never scan the segment table.
+    db["wal_runs"].create(
+        {"timeline": int, "start_segno": int, "end_segno": int},
+        pk=("timeline", "start_segno"),
+        not_null=["end_segno"],
+        if_not_exists=True,
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS wal_runs_end ON wal_runs(timeline, end_segno)")
+    db["timelines"].create(
+        {
+            "timeline": int,
+            "parent": int,
+            "switchpoint": int,
+            "reason": str,
+            "is_current": int,
+            "recorded_at": str,
+        },
+        pk="timeline",
+        if_not_exists=True,
+    )
+    db["drills"].create(
+        {
+            "id": int,
+            "kind": str,
+            "target": str,
+            "backup": str,
+            "started_at": str,
+            "finished_at": str,
+            "duration_s": float,
+            "result": str,
+            "details": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["leases"].create(
+        {
+            "id": str,
+            "purpose": str,
+            "holder": str,
+            "artifacts": str,
+            "created_at": str,
+            "expires_at": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db["backup_runs"].create(
+        {
+            "id": int,
+            "kind": str,
+            "target": str,
+            "started_at": str,
+            "finished_at": str,
+            "duration_s": float,
+            "result": str,
+            "error": str,
+        },
+        pk="id",
+        if_not_exists=True,
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS backup_runs_target ON backup_runs(kind, target, started_at)"
+    )
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [("001_core", _m001_core)]
+
+
+def now_iso() -> str:
+    return iso(datetime.now(UTC))
+
+
+def iso(when: datetime) -> str:
+    """Fixed-width UTC text, so string order is time order in SQL."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class CatalogDB:
+    """A connection to one cluster's catalog. Not thread-safe: one per thread."""
+
+    def __init__(self, path: Path, cluster: str, *, create: bool = True) -> None:
+        self.path = Path(path)
+        self.cluster = cluster
+        if not create and not self.path.exists():
+            raise CatalogError(
+                f"catalog {self.path} does not exist (run `pgvault init`, or "
+                "`pgvault catalog rebuild` to recreate it from the store)"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(self.path), timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self.db = sqlite_utils.Database(conn)
+            self._migrate()
+            self._check_cluster()
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog {self.path}: {exc}") from None
+        except OSError as exc:
+            raise CatalogError(f"catalog {self.path}: {exc.strerror}") from None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        self.db["_migrations"].create(
+            {"name": str, "applied_at": str}, pk="name", if_not_exists=True
+        )
+        done = {row["name"] for row in self.db["_migrations"].rows}
+        for name, step in MIGRATIONS:
+            if name not in done:
+                step(self.db)
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO _migrations(name, applied_at) VALUES (?, ?)",
+                    (name, now_iso()),
+                )
+
+    def _check_cluster(self) -> None:
+        row = self.conn.execute("SELECT value FROM settings WHERE key='cluster'").fetchone()
+        if row is None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO settings(key, value) VALUES ('cluster', ?)",
+                (self.cluster,),
+            )
+        elif row[0] != self.cluster:
+            raise CatalogError(
+                f"catalog {self.path} belongs to cluster {row[0]!r}, not {self.cluster!r}"
+            )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: one writer at a time, durable on exit."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog {self.path}: cannot begin: {exc}") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog {self.path}: commit failed: {exc}") from None
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        try:
+            cur = self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog query failed: {exc}") from None
+        cols = [c[0] for c in cur.description or ()]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return row[0] if row else None

@@ -1,0 +1,203 @@
+"""The configuration model: one TOML file plus PGVAULT_* environment overrides.
+
+Loaded once by the CLI (`load_settings`) and passed down; no module reads the
+environment or the file on its own (except the stdlib-only archive path, see
+pgvault.lightconf, which reads the same keys the same way).
+
+Precedence: PGVAULT_<SECTION>__<KEY> environment variables, then the TOML file, then the
+defaults below. Secrets (broker URL password, webhook URL, SMTP password) are SecretStr
+and never printed; store credentials come from the AWS environment or profile only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pgvault.errors import ConfigError
+from pgvault.lightconf import (
+    DEFAULT_CATALOG_PATH,
+    DEFAULT_CLUSTER,
+    DEFAULT_SPOOL_DIR,
+    config_path,
+    read_toml,
+)
+
+_CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PostgresSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "postgres"
+    dbname: str = "postgres"  # maintenance database used for checks and CREATE DATABASE
+    databases: list[str] = []
+    bin_dir: str = ""
+    archive_timeout: int = Field(300, ge=0)  # seconds; what `check` expects of the server
+    sanity_query: str = "SELECT 1"  # drills run this against the restored cluster
+
+    def bin(self, tool: str) -> str:
+        return str(Path(self.bin_dir) / tool) if self.bin_dir else tool
+
+
+class BrokerSettings(_Section):
+    url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/%2F")
+    prefetch: int = Field(1, ge=1, le=100)
+    retry_delays: list[int] = [5, 30, 120, 600]  # seconds; one delay queue per step
+    heartbeat: int = Field(60, ge=0)
+    connect_timeout: float = Field(10.0, gt=0)
+    delivery_limit: int = Field(20, ge=1)  # broker-side cap on redeliveries (crash loops)
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(d <= 0 for d in value) or len(set(value)) != len(value):
+            raise ValueError("retry_delays must be distinct positive seconds")
+        return sorted(value)
+
+
+class StorageSettings(_Section):
+    type: Literal["local", "s3"] = "local"
+    path: Path = Path("/backup/store")
+    endpoint_url: str = ""
+    bucket: str = "cs-backups"
+    prefix: str = "postgres"
+    region: str = "auto"
+    path_style: bool = False
+    profile: str = ""
+    part_size_mb: int = Field(64, ge=5, le=5120)  # fixed multipart part size (R2: equal parts)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    compression_level: int = Field(3, ge=1, le=19)
+
+    @field_validator("prefix")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip("/")
+
+
+class RetentionSettings(_Section):
+    logical_days: int = Field(30, ge=1)
+    physical_weeks: int = Field(4, ge=1)
+    wal_days: int = Field(7, ge=1)
+    local_keep_days: float = Field(2, ge=0)
+
+
+class AlertSettings(_Section):
+    discord_webhook_url: SecretStr = SecretStr("")
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    email_from: str = ""
+    email_to: list[str] = []
+    max_backup_age_hours: float = 25
+    max_physical_age_hours: float = 7 * 24 + 12
+    size_change_pct: float = 20
+    max_duration_minutes: float = 60
+    disk_usage_pct: float = 80
+    max_drill_age_days: float = 8
+    renotify_minutes: float = 240
+    max_per_minute: int = 20
+
+
+class EncryptionSettings(_Section):
+    recipients: list[str] = []
+    identity_file: str = ""
+
+    @field_validator("recipients")
+    @classmethod
+    def _age_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key.startswith("age1"):
+                raise ValueError(f"{key[:12]}... is not an age recipient (age1...)")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PGVAULT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    cluster: str = DEFAULT_CLUSTER
+    spool_dir: Path = Path(DEFAULT_SPOOL_DIR)
+    catalog_path: Path = Path(DEFAULT_CATALOG_PATH)
+    postgres: PostgresSettings = PostgresSettings()
+    broker: BrokerSettings = BrokerSettings()
+    storage: StorageSettings = StorageSettings()
+    retention: RetentionSettings = RetentionSettings()
+    alerts: AlertSettings = AlertSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+
+    config_file: Path | None = Field(None, exclude=True)
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_name(cls, value: str) -> str:
+        if not _CLUSTER_RE.match(value):
+            raise ValueError("must be lowercase letters, digits, '-' or '_' (it names queues)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the file (passed in as init kwargs).
+        return (env_settings, init_settings)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config for `config show`: secrets masked."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        data["broker"]["url"] = redact_url(self.broker.url.get_secret_value())
+        data["alerts"]["discord_webhook_url"] = (
+            "********" if self.alerts.discord_webhook_url.get_secret_value() else ""
+        )
+        data["alerts"]["smtp_password"] = (
+            "********" if self.alerts.smtp_password.get_secret_value() else ""
+        )
+        return data
+
+
+def redact_url(url: str) -> str:
+    """amqp://user:secret@host/vhost -> amqp://user:****@host/vhost."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1****@", url)
+
+
+def _format_error(exc: ValidationError, path: Path) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(root)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"config {path}: {key}: {err['msg']}{more}"
+
+
+def load_settings(explicit: str | Path | None = None) -> Settings:
+    """Load the config once; a bad or missing file is a one-line ConfigError."""
+    path = config_path(str(explicit) if explicit else None)
+    data = read_toml(path)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, path)) from None
+    settings.config_file = path
+    return settings
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    """Build settings without a file (tests, `init --print-example`)."""
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, Path("<dict>"))) from None

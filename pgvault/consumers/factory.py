@@ -1,0 +1,39 @@
+"""Building a stage with its dependencies from the settings (used by the CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgvault.broker.base import Broker
+from pgvault.config import Settings
+from pgvault.consumers.worker import Stage
+from pgvault.storage.codec import load_identities
+
+
+def identities_for(settings: Settings) -> list[Any]:
+    """age identities for content verification and restores, when configured."""
+    path = settings.encryption.identity_file
+    return load_identities(path) if path else []
+
+
+def build_stage(stage: str, settings: Settings, broker: Broker) -> Stage:
+    from pgvault.storage import open_store
+
+    if stage == "upload":
+        from pgvault.consumers.upload import UploadStage
+
+        return UploadStage(settings, open_store(settings.storage), broker)
+    if stage == "verify":
+        from pgvault.consumers.verify import VerifyStage
+
+        return VerifyStage(settings, open_store(settings.storage), broker, identities_for(settings))
+    if stage == "catalog":
+        from pgvault.catalog import open_catalog
+        from pgvault.consumers.catalog import CatalogStage
+
+        return CatalogStage(open_catalog(settings), broker)
+    if stage == "alert":
+        from pgvault.consumers.alert import AlertStage
+
+        return AlertStage()
+    raise ValueError(f"unknown stage {stage!r}")

@@ -1,0 +1,116 @@
+"""Verify stage: `artifact.stored.*` -> read back, check -> `verified` | `corrupt`/`missing`.
+
+Invariant 5: nothing is verified until its bytes were read back from the store and
+matched the sha256 the producer recorded. For every file: the stored bytes must hash to
+the sha256 upload recorded, and, decoded (zstd, age), to the producer's sha256. Without
+an age identity an encrypted object can only be checked at the stored-bytes level; the
+event then says `content_verified: false`.
+
+On failure: a `corrupt`/`missing` event for the catalog, an alert, and, when the spool
+still has the file, a `ready` event with `reupload` so upload replaces the bad copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pgvault.broker.base import Broker
+from pgvault.config import Settings
+from pgvault.errors import IntegrityError, ObjectMissing
+from pgvault.log import for_artifact
+from pgvault.producers.spoolscan import locate
+from pgvault.schemas import AlertEvent, ArtifactEvent, FileInfo
+from pgvault.storage import ObjectStore, objmeta
+from pgvault.storage.codec import CHUNK, Digest, Encoding, HashingReader, decode_stream
+
+log = logging.getLogger(__name__)
+
+
+def read_back(
+    store: ObjectStore, f: FileInfo, identities: Sequence[Any]
+) -> tuple[Digest, Digest | None]:
+    """Stream one stored file and check it; returns (stored, content) digests.
+
+    Raises ObjectMissing, IntegrityError; StoreError for transient failures."""
+    if f.key is None or f.stored_sha256 is None:
+        raise IntegrityError(f"{f.name}: no stored copy recorded")
+    info = store.head(f.key)
+    if info is None:
+        raise ObjectMissing(f"{f.key} is missing from {store.describe()}")
+    recorded = info.metadata.get("sha256")
+    if recorded and recorded != f.stored_sha256:
+        raise IntegrityError(f"{f.key}: object metadata sha256 differs from the upload record")
+    encoding = objmeta.encoding_of(info.metadata, Encoding(f.codec or "none", f.encryption or "none"))
+    content: Digest | None
+    with store.open_read(f.key) as fh:
+        if encoding.encryption == "age" and not identities:
+            reader = HashingReader(fh)
+            while reader.read(CHUNK):
+                pass
+            stored, content = Digest(reader.size, reader.hexdigest()), None
+        else:
+            stored, content = decode_stream(fh, None, encoding, identities, what=f.key)
+    if stored.sha256 != f.stored_sha256 or stored.size != f.stored_size:
+        raise IntegrityError(
+            f"{f.key}: stored bytes do not match (sha256 {stored.sha256[:12]}..., "
+            f"{stored.size} bytes; expected {f.stored_sha256[:12]}..., {f.stored_size} bytes)"
+        )
+    if content is not None and (content.sha256 != f.sha256 or content.size != f.size):
+        raise IntegrityError(
+            f"{f.key}: decoded content does not match the producer's sha256 "
+            f"({content.sha256[:12]}... vs {f.sha256[:12]}...)"
+        )
+    return stored, content
+
+
+class VerifyStage:
+    name = "verify"
+
+    def __init__(
+        self, settings: Settings, store: ObjectStore, broker: Broker, identities: Sequence[Any] = ()
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.identities = list(identities)
+
+    def handle(self, event: ArtifactEvent | AlertEvent) -> None:
+        if not isinstance(event, ArtifactEvent) or event.state != "stored":
+            return
+        subject = f"{event.kind}/{event.name}"
+        alog = for_artifact(log, subject)
+        problems: list[str] = []
+        missing = False
+        content_verified = True
+        for f in event.files:
+            try:
+                _stored, content = read_back(self.store, f, self.identities)
+                content_verified = content_verified and content is not None
+            except ObjectMissing as exc:
+                missing = True
+                problems.append(str(exc))
+            except IntegrityError as exc:
+                problems.append(str(exc))
+        if not problems:
+            meta = dict(event.meta, content_verified=content_verified)
+            self.broker.publish_event(event.evolve(state="verified", meta=meta))
+            alog.info("verified %d file(s)%s", len(event.files),
+                      "" if content_verified else " (stored bytes only: no age identity here)")
+            return
+        state = "missing" if missing else "corrupt"
+        error = "; ".join(problems)
+        alog.error("verification failed: %s", error)
+        self.broker.publish_event(event.evolve(state=state, error=error))
+        art = locate(self.settings.spool_dir, event.kind, event.name)
+        action = (
+            "re-uploading from the spool copy" if art is not None
+            else "no spool copy left: take a new backup (or restore the object) and re-verify"
+        )
+        self.broker.publish_event(AlertEvent(
+            cluster=self.settings.cluster, severity="critical", check=f"artifact_{state}",
+            subject=subject, summary=f"{subject} failed verification: {error}", action=action,
+        ))
+        if art is not None:
+            self.broker.publish_event(art.ready_event(self.settings.cluster, reupload=True))

@@ -1,0 +1,137 @@
+"""The shared worker loop: parse, dispatch to a stage, apply the retry policy.
+
+Retries are policy, not stage code (dramatiq's idea): a stage raises a PgvaultError;
+transient ones (broker, store, catalog busy) are retried after the configured delays,
+permanent ones (checksum conflicts, undecodable messages) go straight to the stage's
+dead-letter queue. Either way, a dead letter raises an alert and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Protocol
+
+from pgvault.broker.base import Ack, Broker, ConsumeStats, Dead, Delivery, Disposition, Retry
+from pgvault.errors import MessageError, PgvaultError
+from pgvault.log import for_artifact
+from pgvault.schemas import AlertEvent, ArtifactEvent, parse_event
+
+log = logging.getLogger(__name__)
+
+
+class Stage(Protocol):
+    name: str
+
+    def handle(self, event: ArtifactEvent | AlertEvent) -> None: ...
+
+
+def _subject(event: ArtifactEvent | AlertEvent | None) -> str:
+    if isinstance(event, ArtifactEvent):
+        return f"{event.kind}/{event.name}"
+    if isinstance(event, AlertEvent):
+        return f"alert/{event.check}"
+    return "-"
+
+
+class Worker:
+    def __init__(self, stage: Stage, broker: Broker, cluster: str) -> None:
+        self.stage = stage
+        self.broker = broker
+        self.cluster = cluster
+
+    def on_delivery(self, delivery: Delivery) -> Disposition:
+        event: ArtifactEvent | AlertEvent | None = None
+        try:
+            event = parse_event(delivery.body)
+            if event.cluster != self.cluster:
+                raise MessageError(f"event for cluster {event.cluster!r} on {self.cluster!r} queue")
+            self.stage.handle(event)
+            return Ack()
+        except PgvaultError as exc:
+            return self._failed(delivery, event, exc, transient=exc.transient)
+        except Exception as exc:  # a bug: log it fully, retry a bounded number of times
+            alog = for_artifact(log, _subject(event))
+            alog.error("stage %s crashed: %s", self.stage.name, "".join(
+                traceback.format_exception_only(type(exc), exc)).strip())
+            alog.debug("traceback", exc_info=True)
+            return self._failed(delivery, event, exc, transient=True)
+
+    def _failed(
+        self,
+        delivery: Delivery,
+        event: ArtifactEvent | AlertEvent | None,
+        exc: Exception,
+        *,
+        transient: bool,
+    ) -> Disposition:
+        subject = _subject(event)
+        alog = for_artifact(log, subject)
+        reason = str(exc) or type(exc).__name__
+        delay = self.broker.topology.retry_delay(delivery.attempt) if transient else None
+        if delay is not None:
+            alog.warning("stage %s: attempt %d failed (%s); retrying in %ds",
+                         self.stage.name, delivery.attempt + 1, reason, delay)
+            return Retry(delay, reason)
+        alog.error("stage %s: giving up (%s); message moved to the dead-letter queue",
+                   self.stage.name, reason)
+        if self.stage.name != "alert":  # the alert stage's own failures would loop
+            self._alert_dead_letter(subject, reason, delivery.attempt)
+        return Dead(reason)
+
+    def _alert_dead_letter(self, subject: str, reason: str, attempts: int) -> None:
+        queue = self.broker.topology.dead_queue(self.stage.name)
+        alert = AlertEvent(
+            cluster=self.cluster,
+            severity="critical",
+            check="dead_letter",
+            subject=f"{self.stage.name}:{subject}",
+            summary=f"{self.stage.name} stage gave up on {subject} after {attempts + 1} "
+            f"attempt(s): {reason}",
+            action=f"inspect queue {queue}; fix the cause, then requeue or discard the message",
+        )
+        try:
+            self.broker.publish_event(alert)
+        except PgvaultError as exc:
+            for_artifact(log, subject).error("could not publish dead-letter alert: %s", exc)
+
+    def run(self, *, once: bool = False, stop: threading.Event | None = None) -> ConsumeStats:
+        return self.broker.consume(self.stage.name, self.on_delivery, once=once, stop=stop)
+
+
+def sd_notify(message: str) -> bool:
+    """systemd's notify protocol (Type=notify units); a no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError:
+        return False
+    return True
+
+
+def install_stop_handlers(stop: threading.Event, what: str) -> Callable[[], None]:
+    """SIGTERM/SIGINT set `stop`: finish the current message, then exit (graceful)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("%s: %s received, finishing current work", what, signal.Signals(signum).name)
+        sd_notify("STOPPING=1")
+        stop.set()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, prev in old.items():
+            signal.signal(sig, prev)
+
+    return restore

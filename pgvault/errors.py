@@ -1,0 +1,110 @@
+"""The one error hierarchy of pgvault.
+
+Stdlib only: `wal-archive` imports it on the hot path. Adapters (broker, storage, pg,
+catalog) translate library exceptions into these at their boundary, so callers never see
+pika, botocore or psycopg exceptions. Every message is one line and carries no secret.
+"""
+
+from __future__ import annotations
+
+
+class PgvaultError(Exception):
+    """Base class. `exit_code` is what the CLI exits with; `transient` tells a worker
+    whether retrying later can help (a broker outage) or not (a checksum conflict)."""
+
+    exit_code = 1
+    transient = False
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return " ".join(text.split())  # always a single line
+
+
+class UsageError(PgvaultError):
+    """Bad arguments or input: exit 2, like a shell tool."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The config file or environment is unusable; the message names the key."""
+
+
+class ArchiveError(PgvaultError):
+    """wal-archive could not put a file durably into the spool."""
+
+
+class ArchiveConflict(ArchiveError):
+    """Same WAL name, different content: never overwritten."""
+
+
+class SpoolError(PgvaultError):
+    """The spool cannot be read or written (permissions, disk full)."""
+
+
+class BrokerError(PgvaultError):
+    """RabbitMQ unreachable or refused an operation."""
+
+    transient = True
+
+
+class MessageError(PgvaultError):
+    """A message that cannot be parsed: it goes straight to the dead-letter queue."""
+
+
+class StoreError(PgvaultError):
+    """The object store failed; usually worth retrying."""
+
+    transient = True
+
+
+class StoreUnavailable(StoreError):
+    """Endpoint unreachable or credentials refused."""
+
+
+class ObjectMissing(StoreError):
+    """The object is not in the store."""
+
+    transient = False
+
+
+class ObjectConflict(StoreError):
+    """An object exists with different content; pgvault never overwrites it."""
+
+    transient = False
+
+
+class IntegrityError(PgvaultError):
+    """Bytes do not match their recorded sha256 (corruption or tampering)."""
+
+
+class EncryptionError(PgvaultError):
+    """Missing or wrong age identity, bad recipient, undecryptable object."""
+
+
+class CatalogError(PgvaultError):
+    """The SQLite catalog cannot be opened, migrated or written."""
+
+    transient = True
+
+
+class PostgresError(PgvaultError):
+    """PostgreSQL or one of its client tools failed."""
+
+
+class BackupError(PgvaultError):
+    """A backup could not be completed."""
+
+
+class RestoreError(PgvaultError):
+    """A restore was refused or failed; nothing was overwritten."""
+
+
+class NotRestorable(RestoreError):
+    """The catalog cannot prove the requested target is restorable."""
+
+
+class RetryLater(PgvaultError):
+    """A worker precondition is not met yet (e.g. the spool file is still arriving)."""
+
+    transient = True

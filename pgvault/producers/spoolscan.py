@@ -1,0 +1,136 @@
+"""Finding finished artifacts in the spool and describing them as `ready` events.
+
+A WAL artifact is `wal/NAME` (NAME a valid WAL file name; its sha256 comes from the
+`NAME.sha256` file wal-archive wrote, or is computed). A backup artifact is a directory
+`logical/<db>/<backup_id>/` or `physical/<backup_id>/` holding `manifest.json`, which
+lists the other files with their sizes and sha256 and is itself the commit marker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgvault import spool
+from pgvault.schemas import ArtifactEvent, FileInfo
+from pgvault.storage.codec import sha256_file
+from pgvault.walfile import parse_name
+
+MANIFEST = "manifest.json"
+BULKY_MANIFEST_KEYS = ("files", "tables")  # kept in manifest.json, not copied into events
+
+
+@dataclass
+class SpoolArtifact:
+    kind: str
+    name: str
+    path: Path  # the WAL file, or the backup directory
+    files: list[FileInfo] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def file_path(self, filename: str) -> Path:
+        return self.path if self.kind in ("wal", "history") else self.path / filename
+
+    def all_paths(self) -> list[Path]:
+        if self.kind in ("wal", "history"):
+            return [self.path, spool.checksum_path(self.path)]
+        return [self.path]
+
+    def ready_event(self, cluster: str, reupload: bool = False) -> ArtifactEvent:
+        return ArtifactEvent(
+            cluster=cluster,
+            kind=self.kind,  # type: ignore[arg-type]
+            state="ready",
+            name=self.name,
+            files=tuple(self.files),
+            meta=self.meta,
+            reupload=reupload,
+        )
+
+
+def _wal_artifact(path: Path) -> SpoolArtifact | None:
+    try:
+        wal = parse_name(path.name)
+    except ValueError:
+        return None
+    if not path.is_file():
+        return None
+    sha = spool.read_checksum(path)
+    size = path.stat().st_size
+    if sha is None:
+        digest = sha256_file(path)
+        sha, size = digest.sha256, digest.size
+    return SpoolArtifact(
+        wal.kind, wal.name, path, [FileInfo(name=wal.name, size=size, sha256=sha)],
+        {"wal_type": wal.type, "timeline": wal.timeline},
+    )
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
+
+
+def _backup_artifact(kind: str, name: str, directory: Path) -> SpoolArtifact | None:
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return None
+    files = [FileInfo(name=f["name"], size=f["size"], sha256=f["sha256"]) for f in manifest["files"]]
+    digest = sha256_file(directory / MANIFEST)
+    files.append(FileInfo(name=MANIFEST, size=digest.size, sha256=digest.sha256))
+    meta = {k: v for k, v in manifest.items() if k not in BULKY_MANIFEST_KEYS}
+    return SpoolArtifact(kind, name, directory, files, meta)
+
+
+def artifact_at(spool_dir: Path, path: Path) -> SpoolArtifact | None:
+    """The finished artifact a path in the spool belongs to, or None."""
+    try:
+        rel = path.relative_to(spool_dir).parts
+    except ValueError:
+        return None
+    if not rel or any(part.startswith(".") for part in rel):
+        return None
+    if rel[0] == "wal" and len(rel) == 2:
+        return _wal_artifact(path)
+    if rel[0] == "logical" and len(rel) >= 3:
+        return _backup_artifact("logical", f"{rel[1]}/{rel[2]}", spool_dir / rel[0] / rel[1] / rel[2])
+    if rel[0] == "physical" and len(rel) >= 2:
+        return _backup_artifact("physical", rel[1], spool_dir / rel[0] / rel[1])
+    return None
+
+
+def locate(spool_dir: Path, kind: str, name: str) -> SpoolArtifact | None:
+    """The spool copy of a catalogued artifact, if it is still there."""
+    if kind in ("wal", "history"):
+        return artifact_at(spool_dir, spool_dir / "wal" / name)
+    if kind == "logical":
+        return artifact_at(spool_dir, spool_dir / "logical" / name)
+    return artifact_at(spool_dir, spool_dir / "physical" / name)
+
+
+def scan(spool_dir: Path) -> Iterator[SpoolArtifact]:
+    """Every finished artifact in the spool, WAL first (oldest names first)."""
+    wal_dir = spool_dir / "wal"
+    if wal_dir.is_dir():
+        for path in sorted(wal_dir.iterdir()):
+            if path.name.startswith(".") or path.name.endswith(spool.CHECKSUM_SUFFIX):
+                continue
+            if art := _wal_artifact(path):
+                yield art
+    logical = spool_dir / "logical"
+    if logical.is_dir():
+        for db_dir in sorted(p for p in logical.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for bdir in sorted(p for p in db_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                if art := _backup_artifact("logical", f"{db_dir.name}/{bdir.name}", bdir):
+                    yield art
+    physical = spool_dir / "physical"
+    if physical.is_dir():
+        for bdir in sorted(p for p in physical.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if art := _backup_artifact("physical", bdir.name, bdir):
+                yield art

@@ -1,0 +1,153 @@
+"""`pgvault wal-archive PATH NAME`: PostgreSQL's archive_command.
+
+Copies one WAL file into spool_dir/wal/ with its sha256 computed in the same pass,
+fsyncs file and directory, and publishes it by a no-clobber hard link, so a name in the
+spool always holds complete bytes. Exit codes (DESIGN invariant 1):
+
+    0  the file is durably in the spool (or was already there with the same bytes)
+    1  it is not: same name with different content, I/O error, disk full
+    2  bad arguments: unknown name pattern, missing source, bad config
+
+Stdlib only (invariant 2): no pydantic, pika or boto3 on this path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from pgvault import spool
+from pgvault.errors import ArchiveConflict, ArchiveError, PgvaultError, UsageError
+from pgvault.walfile import WalName, parse_name, read_header
+
+CHUNK = 1 << 20
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with path.open("rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _check_segment(wal: WalName, first: bytes, total: int) -> None:
+    """A segment must have a valid page header for its own position and full length."""
+    if wal.type not in ("segment", "partial"):
+        return
+    try:
+        header = read_header(first)
+    except ValueError as exc:
+        raise ArchiveError(f"{wal.name}: not a WAL segment: {exc}") from None
+    expected = wal.start_lsn(header.seg_size)
+    if header.pageaddr != expected:
+        raise ArchiveError(
+            f"{wal.name}: page address {header.pageaddr:X} does not match its name "
+            f"(expected {expected:X}); refusing a misnamed segment"
+        )
+    if wal.type == "segment" and total != header.seg_size:
+        raise ArchiveError(
+            f"{wal.name}: size {total} is not the segment size {header.seg_size}"
+        )
+
+
+def _copy_with_digest(src: Path, tmp: Path, wal: WalName) -> str:
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    first = b""
+    with src.open("rb", buffering=0) as fin:
+        with contextlib.suppress(AttributeError, OSError):
+            os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            while n := fin.readinto(buf):
+                if not first:
+                    first = bytes(view[: min(n, 64)])
+                chunk = view[:n]
+                digest.update(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk) :]
+                total += n
+            _check_segment(wal, first, total)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return digest.hexdigest()
+
+
+def archive(src: Path, name: str, spool_dir: Path) -> str:
+    """Put `src` into the spool as `name`. Returns "archived" or "duplicate"."""
+    try:
+        wal = parse_name(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not src.is_file():
+        raise UsageError(f"source {src} does not exist or is not a regular file")
+    wal_dir = spool_dir / "wal"
+    try:
+        wal_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArchiveError(f"cannot create spool directory {wal_dir}: {exc.strerror}") from None
+    dest = wal_dir / name
+    if dest.exists():
+        return _compare_existing(src, dest, name, spool_dir)
+    tmp = wal_dir / f".{name}.{os.getpid()}.tmp"
+    try:
+        sha = _copy_with_digest(src, tmp, wal)
+        try:
+            os.link(tmp, dest)  # no-clobber publish: fails if the name exists
+        except FileExistsError:
+            return _compare_existing(src, dest, name, spool_dir)
+        spool.write_atomic(spool.checksum_path(dest), spool.checksum_line(sha, name))
+        spool.fsync_dir(wal_dir)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ArchiveError(f"{name}: spool {spool_dir} is full (no space left)") from None
+        raise ArchiveError(f"{name}: cannot write to spool: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return "archived"
+
+
+def _compare_existing(src: Path, dest: Path, name: str, spool_dir: Path) -> str:
+    if _sha256_of(src) == _sha256_of(dest):
+        return "duplicate"
+    spool.write_alert(
+        spool_dir,
+        "critical",
+        "wal_archive_conflict",
+        name,
+        f"PostgreSQL offered {name} again with different content; the spool copy was kept "
+        "and the new one refused. Another cluster may be archiving into this spool.",
+    )
+    raise ArchiveConflict(
+        f"{name} is already archived with different content; refusing to overwrite"
+    )
+
+
+USAGE = "usage: pgvault [--config FILE] wal-archive PATH NAME"
+
+
+def main(argv: list[str], config: str | None = None) -> int:
+    """Entry point used by the fast dispatcher in pgvault.__main__."""
+    from pgvault.lightconf import load_light
+
+    if len(argv) != 2:
+        print(f"pgvault wal-archive: error: expected PATH and NAME. {USAGE}", file=sys.stderr)
+        return 2
+    try:
+        conf = load_light(config)
+        archive(Path(argv[0]), argv[1], conf.spool_dir)
+    except PgvaultError as exc:
+        print(f"pgvault wal-archive: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0

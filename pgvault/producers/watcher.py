@@ -1,0 +1,219 @@
+"""`pgvault producer`: the spool watcher daemon.
+
+Watches the spool with watchdog (inotify) and announces every finished artifact as a
+persistent `artifact.ready.<kind>` event; publishes alert files left by wal-archive;
+removes spool copies that are verified in the store and older than
+`retention.local_keep_days`.
+
+It never drops an announcement: while the broker is down it keeps retrying (the files
+stay in the spool), and on start, and every `rescan_s` after, it reconciles the spool
+with the catalog and re-announces whatever is not verified yet (inotify can overflow;
+a crash can lose an in-memory queue; the pipeline is idempotent, so repeats are free).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from pgvault import spool
+from pgvault.broker.base import Broker
+from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.queries import state_of
+from pgvault.config import Settings
+from pgvault.consumers.worker import sd_notify
+from pgvault.errors import BrokerError, PgvaultError
+from pgvault.log import for_artifact
+from pgvault.producers.spoolscan import SpoolArtifact, artifact_at, scan
+from pgvault.schemas import AlertEvent, ArtifactEvent
+
+log = logging.getLogger(__name__)
+
+
+class _Events(FileSystemEventHandler):
+    def __init__(self, sink: queue.Queue[Path]) -> None:
+        self.sink = sink
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        self.sink.put(Path(str(event.src_path)))
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        self.sink.put(Path(str(event.dest_path)))
+
+
+class Producer:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        catalog: CatalogDB | None,
+        *,
+        rescan_s: float = 60.0,
+        reannounce_s: float = 600.0,
+    ) -> None:
+        self.settings = settings
+        self.spool_dir = settings.spool_dir
+        self.broker = broker
+        self.catalog = catalog
+        self.rescan_s = rescan_s
+        self.reannounce_s = reannounce_s
+        self.announced: dict[tuple[str, str], float] = {}
+        self.stop = threading.Event()
+        self.published = 0
+
+    # -- publishing, never dropping ------------------------------------------------
+    def _publish(self, event: ArtifactEvent | AlertEvent) -> bool:
+        """Publish, retrying through broker outages until it works or we are stopped."""
+        delay = 1.0
+        warned = False
+        while not self.stop.is_set():
+            try:
+                self.broker.publish_event(event)
+                if warned:
+                    log.info("broker reachable again; publishing resumed")
+                self.published += 1
+                return True
+            except BrokerError as exc:
+                if not warned:
+                    log.warning("cannot publish (%s); the spool keeps the files, retrying", exc)
+                    warned = True
+                self.stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        return False
+
+    def announce(self, art: SpoolArtifact) -> bool:
+        if not self._publish(art.ready_event(self.settings.cluster)):
+            return False
+        self.announced[(art.kind, art.name)] = time.monotonic()
+        for_artifact(log, f"{art.kind}/{art.name}").info("announced")
+        return True
+
+    def publish_alert_files(self) -> None:
+        for path, record in spool.pending_alerts(self.spool_dir):
+            try:
+                alert = AlertEvent(cluster=self.settings.cluster, **record)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                log.error("unreadable alert file %s left in place", path)
+                continue
+            if self._publish(alert):
+                path.unlink(missing_ok=True)
+
+    # -- reconciliation and clean-up -----------------------------------------------
+    def _state(self, art: SpoolArtifact) -> dict[str, str | None] | None:
+        return state_of(self.catalog, art.kind, art.name) if self.catalog else None
+
+    def reconcile(self, *, initial: bool = False) -> int:
+        """Announce spool artifacts the catalog does not show as verified."""
+        count = 0
+        now = time.monotonic()
+        for art in scan(self.spool_dir):
+            if self.stop.is_set():
+                break
+            row = self._state(art)
+            if row is not None and row["state"] == "verified":
+                continue
+            last = self.announced.get((art.kind, art.name))
+            if not initial and last is not None and now - last < self.reannounce_s:
+                continue
+            if self.announce(art):
+                count += 1
+        if count:
+            log.info("reconciled: announced %d unverified artifact(s)", count)
+        return count
+
+    def clean_spool(self, now: datetime | None = None) -> list[str]:
+        """Remove spool copies verified remotely longer than local_keep_days ago."""
+        if self.catalog is None:
+            return []
+        now = now or datetime.now(UTC)
+        cutoff = iso(now - timedelta(days=self.settings.retention.local_keep_days))
+        removed = []
+        for art in scan(self.spool_dir):
+            row = self._state(art)
+            if row is None or row["state"] != "verified" or not row["verified_at"]:
+                continue
+            if row["verified_at"] > cutoff:
+                continue
+            for path in art.all_paths():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            removed.append(f"{art.kind}/{art.name}")
+            for_artifact(log, f"{art.kind}/{art.name}").info(
+                "removed from spool (verified %s, keep %s days)", row["verified_at"],
+                self.settings.retention.local_keep_days)
+        return removed
+
+    def clean_stale_tmp(self, max_age_s: float = 6 * 3600) -> int:
+        """Remove work files left by killed processes (tmp/ and hidden .tmp files)."""
+        cutoff = time.time() - max_age_s
+        removed = 0
+        candidates = [*(self.spool_dir / "tmp").glob("*"), *(self.spool_dir / "wal").glob(".*.tmp")]
+        for path in candidates:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.info("removed %d stale work file(s) from the spool", removed)
+        return removed
+
+    def _consider(self, path: Path) -> None:
+        if path.parent == self.spool_dir / "alerts":
+            self.publish_alert_files()
+            return
+        art = artifact_at(self.spool_dir, path)
+        if art is not None and (art.kind, art.name) not in self.announced:
+            self.announce(art)
+
+    # -- the daemon ----------------------------------------------------------------
+    def run(self, *, once: bool = False) -> None:
+        spool.ensure_layout(self.spool_dir)
+        self.broker.declare()
+        if once:
+            self.publish_alert_files()
+            self.reconcile(initial=True)
+            self.clean_spool()
+            self.clean_stale_tmp()
+            return
+        events: queue.Queue[Path] = queue.Queue()
+        observer = Observer()
+        observer.schedule(_Events(events), str(self.spool_dir), recursive=True)
+        observer.start()
+        try:
+            self.publish_alert_files()
+            self.reconcile(initial=True)
+            sd_notify("READY=1")
+            log.info("watching %s", self.spool_dir)
+            next_scan = time.monotonic() + self.rescan_s
+            while not self.stop.is_set():
+                try:
+                    self._consider(events.get(timeout=0.5))
+                except queue.Empty:
+                    pass
+                except PgvaultError as exc:
+                    log.error("%s", exc)
+                if time.monotonic() >= next_scan:
+                    self.publish_alert_files()
+                    self.reconcile()
+                    self.clean_spool()
+                    self.clean_stale_tmp()
+                    sd_notify("WATCHDOG=1")
+                    next_scan = time.monotonic() + self.rescan_s
+        finally:
+            observer.stop()
+            observer.join(timeout=5)

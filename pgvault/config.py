@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -188,7 +188,7 @@ def load_settings(explicit: str | Path | None = None) -> Settings:
     path = config_path(str(explicit) if explicit else None)
     data = read_toml(path)
     try:
-        settings = Settings(**data)
+        settings = Settings(**cast(dict[str, Any], data))
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, path)) from None
     settings.config_file = path

@@ -59,9 +59,12 @@ def wal_facts(path: Path, bin_dir: str = "") -> dict[str, Any]:
     if wal.type == "history":
         entries = parse_history(path.read_text())
         if entries:
-            last = entries[-1]
-            facts.update(parent=last.parent_timeline, switchpoint=last.switchpoint,
-                         reason=last.reason[:200])
+            parent = entries[-1]
+            facts.update(
+                parent=parent.parent_timeline,
+                switchpoint=parent.switchpoint,
+                reason=parent.reason[:200],
+            )
         return facts
     if wal.type == "backup":
         return facts

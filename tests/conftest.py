@@ -65,9 +65,10 @@ def s3_endpoint() -> Iterator[str]:
     port = free_port()
     moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     assert moto, "moto_server not installed (pip install 'moto[server]')"
-    log = open(Path(tempfile.gettempdir()) / f"moto-{port}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
+    log = open(Path(tempfile.gettempdir()) / f"moto-{port}.log", "w")
+    proc = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     deadline = time.monotonic() + 30
@@ -120,8 +121,13 @@ def make_env(
         if storage == "s3":
             endpoint = request.getfixturevalue("s3_endpoint")
             conf: dict[str, Any] = {
-                "type": "s3", "endpoint_url": endpoint, "bucket": make_bucket(endpoint),
-                "prefix": "pg", "region": "us-east-1", "path_style": True, "part_size_mb": 5,
+                "type": "s3",
+                "endpoint_url": endpoint,
+                "bucket": make_bucket(endpoint),
+                "prefix": "pg",
+                "region": "us-east-1",
+                "path_style": True,
+                "part_size_mb": 5,
             }
         else:
             conf = {"type": "local", "path": str(base / "store"), "prefix": "pg"}

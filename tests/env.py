@@ -6,6 +6,7 @@ never see another test's events; teardown deletes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,8 +45,14 @@ def write_toml(path: Path, data: dict[str, Any]) -> None:
 
 
 class PgvaultEnv:
-    def __init__(self, base: Path, amqp_url: str, storage: dict[str, Any], pgvault_bin: Path,
-                 extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        amqp_url: str,
+        storage: dict[str, Any],
+        pgvault_bin: Path,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.base = base
         self.cluster = f"t{uuid.uuid4().hex[:10]}"
         self.spool = base / "spool"
@@ -92,8 +99,9 @@ class PgvaultEnv:
 
     def broker(self) -> RabbitBroker:
         s = self.settings
-        return RabbitBroker(s.broker.url.get_secret_value(),
-                            Topology(self.cluster, tuple(s.broker.retry_delays)))
+        return RabbitBroker(
+            s.broker.url.get_secret_value(), Topology(self.cluster, tuple(s.broker.retry_delays))
+        )
 
     def archive_command(self) -> str:
         return f"{self.pgvault_bin} --config {self.config_path} wal-archive %p %f"
@@ -107,14 +115,25 @@ class PgvaultEnv:
         return pg
 
     # -- running the CLI -----------------------------------------------------------
-    def cli(self, *args: str, check: bool = True, timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         full_env = dict(os.environ, **(env or {}))
-        proc = subprocess.run([*PGVAULT, "--config", str(self.config_path), *args],
-                              capture_output=True, text=True, timeout=timeout, env=full_env)
+        proc = subprocess.run(
+            [*PGVAULT, "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"pgvault {' '.join(args)} exited {proc.returncode}:\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"pgvault {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def cli_json(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> Any:
@@ -123,9 +142,13 @@ class PgvaultEnv:
         return json.loads(proc.stdout)
 
     def spawn(self, *args: str, log_name: str | None = None) -> subprocess.Popen[str]:
-        log = open(self.base / f"{log_name or args[-1]}.log", "a")  # noqa: SIM115
-        proc = subprocess.Popen([*PGVAULT, "--config", str(self.config_path), *args],
-                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        log = open(self.base / f"{log_name or args[-1]}.log", "a")
+        proc = subprocess.Popen(
+            [*PGVAULT, "--config", str(self.config_path), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -174,7 +197,5 @@ class PgvaultEnv:
         self.stop_pipeline()
         if self.pg is not None:
             self.pg.destroy()
-        try:
+        with contextlib.suppress(Exception):
             self.broker().delete_topology()
-        except Exception:  # noqa: S110 - best effort cleanup
-            pass

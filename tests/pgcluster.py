@@ -44,8 +44,9 @@ def chown_pg(*paths: Path) -> None:
 
 
 def as_postgres(args: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", PG_USER, "--", *args], text=True,
-                          capture_output=True, **kw)
+    return subprocess.run(
+        ["runuser", "-u", PG_USER, "--", *args], text=True, capture_output=True, **kw
+    )
 
 
 def free_port() -> int:
@@ -68,8 +69,20 @@ class PgCluster:
         self.sockdir.mkdir(exist_ok=True)
         self.datadir.mkdir(mode=0o700)
         chown_pg(self.sockdir, self.datadir)
-        proc = as_postgres([str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", PG_USER,
-                            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        proc = as_postgres(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                PG_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        )
         assert proc.returncode == 0, proc.stderr
         settings = {
             "port": str(self.port),
@@ -83,16 +96,28 @@ class PgCluster:
             "timezone": "'UTC'",
         }
         if archive_command:
-            settings.update(archive_mode="on", archive_command=f"'{archive_command}'",
-                            archive_timeout="0")
+            settings.update(
+                archive_mode="on", archive_command=f"'{archive_command}'", archive_timeout="0"
+            )
         settings.update(extra or {})
         with (self.datadir / "postgresql.auto.conf").open("a") as fh:
             for key, value in settings.items():
                 fh.write(f"{key} = {value}\n")
 
     def start(self) -> None:
-        proc = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l",
-                            str(self.logfile), "-w", "-t", "60", "start"])
+        proc = as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         assert proc.returncode == 0, f"{proc.stderr}\n{self.log_tail()}"
 
     def stop(self, mode: str = "fast") -> None:
@@ -143,8 +168,9 @@ class PgCluster:
                 return
             time.sleep(0.1)
         failed = self.sql("SELECT failed_count, last_failed_wal FROM pg_stat_archiver")
-        raise AssertionError(f"{name} not archived within {timeout}s ({failed}); log:\n"
-                             f"{self.log_tail()}")
+        raise AssertionError(
+            f"{name} not archived within {timeout}s ({failed}); log:\n{self.log_tail()}"
+        )
 
     def system_identifier(self) -> int:
         return int(self.one("SELECT system_identifier FROM pg_control_system()"))

@@ -21,8 +21,13 @@ from tests.conftest import EnvFactory
 
 def wal_event(cluster: str, n: int = 1) -> ArtifactEvent:
     name = f"0000000100000000000000{n:02X}"
-    return ArtifactEvent(cluster=cluster, kind="wal", state="ready", name=name,
-                         files=(FileInfo(name=name, size=1, sha256="c" * 64),))
+    return ArtifactEvent(
+        cluster=cluster,
+        kind="wal",
+        state="ready",
+        name=name,
+        files=(FileInfo(name=name, size=1, sha256="c" * 64),),
+    )
 
 
 class FlakyStage:
@@ -155,7 +160,9 @@ def test_graceful_stop_finishes_the_message_in_hand(rabbit: RabbitBroker) -> Non
 def test_stub_broker_applies_the_same_policy() -> None:
     broker = StubBroker(Topology("stub", (5, 30)))
     broker.declare()
-    stage = FlakyStage([StoreUnavailable("down"), StoreUnavailable("down"), StoreUnavailable("down")])
+    stage = FlakyStage(
+        [StoreUnavailable("down"), StoreUnavailable("down"), StoreUnavailable("down")]
+    )
     broker.publish_event(wal_event("stub"))
     worker = Worker(stage, broker, "stub")
     for _ in range(3):
@@ -163,4 +170,5 @@ def test_stub_broker_applies_the_same_policy() -> None:
         broker.release_delayed("upload")
     assert len(broker.queues[broker.topology.dead_queue("upload")]) == 1
     assert [json.loads(d.body)["check"] for d in broker.queues[broker.topology.queue("alert")]] == [
-        "dead_letter"]
+        "dead_letter"
+    ]

@@ -19,17 +19,30 @@ SHA_A = "a" * 64
 SHA_B = "b" * 64
 
 
-def seg_event(segno: int, state: str, *, tli: int = 1, sha: str = SHA_A,
-              **kw: object) -> ArtifactEvent:
+def seg_event(
+    segno: int, state: str, *, tli: int = 1, sha: str = SHA_A, **kw: object
+) -> ArtifactEvent:
     name = segment_name(tli, segno)
     stored = state != "ready"
-    f = FileInfo(name=name, size=16 << 20, sha256=sha,
-                 key=f"pg/c/wal/{tli:08X}/{name}.zst" if stored else None,
-                 stored_size=100 if stored else None, stored_sha256=SHA_B if stored else None)
-    meta = {"wal_type": "segment", "timeline": tli, "segno": segno, "seg_size": 16 << 20,
-            "start_lsn": segno << 24, "end_lsn": (segno + 1) << 24}
-    return ArtifactEvent(cluster="c", kind="wal", state=state, name=name, files=(f,), meta=meta,
-                         **kw)  # type: ignore[arg-type]
+    f = FileInfo(
+        name=name,
+        size=16 << 20,
+        sha256=sha,
+        key=f"pg/c/wal/{tli:08X}/{name}.zst" if stored else None,
+        stored_size=100 if stored else None,
+        stored_sha256=SHA_B if stored else None,
+    )
+    meta = {
+        "wal_type": "segment",
+        "timeline": tli,
+        "segno": segno,
+        "seg_size": 16 << 20,
+        "start_lsn": segno << 24,
+        "end_lsn": (segno + 1) << 24,
+    }
+    return ArtifactEvent(
+        cluster="c", kind="wal", state=state, name=name, files=(f,), meta=meta, **kw
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -147,7 +160,9 @@ def test_gaps_distinguish_absent_missing_and_pending(cat: CatalogDB) -> None:
     assert (ch.first_segno, ch.last_segno, ch.verified) == (1, 10, 6)
     gaps = ch.gaps
     assert [(g.first_segno, g.last_segno, g.absent, g.missing) for g in gaps] == [
-        (4, 5, 2, 0), (8, 8, 0, 1)]
+        (4, 5, 2, 0),
+        (8, 8, 0, 1),
+    ]
     assert gaps[0].names == [segment_name(1, 4), segment_name(1, 5)]
     assert [h.pending for h in ch.holes if not h.is_gap] == [1]
 

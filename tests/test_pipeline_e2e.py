@@ -18,8 +18,9 @@ def _write_and_switch(pg, rounds: int) -> list[tuple[str, datetime]]:
     pg.sql("CREATE TABLE IF NOT EXISTS t (id serial PRIMARY KEY, at timestamptz, pad text)")
     out = []
     for _ in range(rounds):
-        at = pg.one("INSERT INTO t(at, pad) VALUES (clock_timestamp(), repeat('x', 2000)) "
-                    "RETURNING at")
+        at = pg.one(
+            "INSERT INTO t(at, pad) VALUES (clock_timestamp(), repeat('x', 2000)) RETURNING at"
+        )
         seg = pg.one("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
         pg.sql("SELECT pg_switch_wal()")
         out.append((seg, at))
@@ -72,5 +73,8 @@ def test_every_segment_reaches_the_store_verified_and_catalogued(
     assert gaps["gap_count"] == 0, gaps
     listed = env.cli_json("catalog", "list", "--kind", "wal")
     assert {a["name"] for a in listed["artifacts"]} >= {s for s, _ in written}
-    assert all(a["start_lsn"] == format_lsn(parse_name(a["name"]).start_lsn())
-               for a in listed["artifacts"] if a["wal_type"] == "segment")
+    assert all(
+        a["start_lsn"] == format_lsn(parse_name(a["name"]).start_lsn())
+        for a in listed["artifacts"]
+        if a["wal_type"] == "segment"
+    )

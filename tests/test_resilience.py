@@ -24,16 +24,21 @@ def busy_segments(env: PgvaultEnv, rounds: int) -> list[str]:
     pg.sql("CREATE TABLE IF NOT EXISTS noise (id bigserial, v text)")
     names = []
     for _ in range(rounds):
-        pg.sql("INSERT INTO noise(v) SELECT md5(random()::text) || md5(random()::text) "
-               "FROM generate_series(1, 60000)")
+        pg.sql(
+            "INSERT INTO noise(v) SELECT md5(random()::text) || md5(random()::text) "
+            "FROM generate_series(1, 60000)"
+        )
         names.append(pg.switch_wal())
     pg.wait_archived(names[-1], 60)
     return names
 
 
 def spool_segments(env: PgvaultEnv) -> list[str]:
-    return sorted(p.name for p in (env.spool / "wal").iterdir()
-                  if len(p.name) == 24 and not p.name.startswith("."))
+    return sorted(
+        p.name
+        for p in (env.spool / "wal").iterdir()
+        if len(p.name) == 24 and not p.name.startswith(".")
+    )
 
 
 def verified_names(env: PgvaultEnv) -> set[str]:

@@ -22,8 +22,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return open_store(StorageSettings(type="local", path=tmp_path / "store"))
     endpoint = request.getfixturevalue("s3_endpoint")
-    return open_store(StorageSettings(type="s3", endpoint_url=endpoint, bucket=make_bucket(endpoint),
-                                      region="us-east-1", path_style=True, part_size_mb=5))
+    return open_store(
+        StorageSettings(
+            type="s3",
+            endpoint_url=endpoint,
+            bucket=make_bucket(endpoint),
+            region="us-east-1",
+            path_style=True,
+            part_size_mb=5,
+        )
+    )
 
 
 def test_put_head_read_list_delete(store: ObjectStore, tmp_path: Path) -> None:
@@ -35,7 +43,9 @@ def test_put_head_read_list_delete(store: ObjectStore, tmp_path: Path) -> None:
     assert info is not None and info.size == 5000 and info.metadata["sha256"] == "ab"
     assert store.get_bytes("pg/c/wal/00000001/x.zst") == src.read_bytes()
     assert [o.key for o in store.list("pg/c/")] == [
-        "pg/c/logical/db/1/manifest.json", "pg/c/wal/00000001/x.zst"]
+        "pg/c/logical/db/1/manifest.json",
+        "pg/c/wal/00000001/x.zst",
+    ]
     assert [o.key for o in store.list("pg/c/wal/")] == ["pg/c/wal/00000001/x.zst"]
     store.delete("pg/c/wal/00000001/x.zst")
     store.delete("pg/c/wal/00000001/x.zst")  # idempotent
@@ -46,8 +56,16 @@ def test_put_head_read_list_delete(store: ObjectStore, tmp_path: Path) -> None:
 
 def test_s3_multipart_uses_equal_parts(s3_endpoint: str, tmp_path: Path) -> None:
     bucket = make_bucket(s3_endpoint)
-    store = open_store(StorageSettings(type="s3", endpoint_url=s3_endpoint, bucket=bucket,
-                                       region="us-east-1", path_style=True, part_size_mb=5))
+    store = open_store(
+        StorageSettings(
+            type="s3",
+            endpoint_url=s3_endpoint,
+            bucket=bucket,
+            region="us-east-1",
+            path_style=True,
+            part_size_mb=5,
+        )
+    )
     src = tmp_path / "big"
     src.write_bytes(os.urandom(12 * 1024 * 1024))
     store.put_file("k", src, {"sha256": "x"})
@@ -59,8 +77,15 @@ def test_s3_multipart_uses_equal_parts(s3_endpoint: str, tmp_path: Path) -> None
 
 
 def test_unreachable_s3_is_a_clear_error() -> None:
-    store = open_store(StorageSettings(type="s3", endpoint_url="http://127.0.0.1:9", bucket="b",
-                                       region="us-east-1", path_style=True))
+    store = open_store(
+        StorageSettings(
+            type="s3",
+            endpoint_url="http://127.0.0.1:9",
+            bucket="b",
+            region="us-east-1",
+            path_style=True,
+        )
+    )
     with pytest.raises(StoreUnavailable, match="unreachable"):
         store.head("x")
 
@@ -87,12 +112,30 @@ def test_codec_round_trip_and_corruption(tmp_path: Path, compress: bool) -> None
 def test_layout_keys_round_trip() -> None:
     lay = Layout("postgres", "main")
     cases = [
-        ("wal", "00000002000000010000003F", "00000002000000010000003F",
-         "postgres/main/wal/00000002/00000002000000010000003F.zst"),
-        ("history", "00000002.history", "00000002.history", "postgres/main/wal/00000002/00000002.history"),
-        ("logical", "medusa_production/20261124T000000Z", "medusa_production.dump",
-         "postgres/main/logical/medusa_production/20261124T000000Z/medusa_production.dump"),
-        ("physical", "20261124T020000Z", "base.tar.zst", "postgres/main/physical/20261124T020000Z/base.tar.zst"),
+        (
+            "wal",
+            "00000002000000010000003F",
+            "00000002000000010000003F",
+            "postgres/main/wal/00000002/00000002000000010000003F.zst",
+        ),
+        (
+            "history",
+            "00000002.history",
+            "00000002.history",
+            "postgres/main/wal/00000002/00000002.history",
+        ),
+        (
+            "logical",
+            "medusa_production/20261124T000000Z",
+            "medusa_production.dump",
+            "postgres/main/logical/medusa_production/20261124T000000Z/medusa_production.dump",
+        ),
+        (
+            "physical",
+            "20261124T020000Z",
+            "base.tar.zst",
+            "postgres/main/physical/20261124T020000Z/base.tar.zst",
+        ),
     ]
     for kind, name, filename, key in cases:
         assert lay.key(kind, name, filename) == key

@@ -29,13 +29,20 @@ def setup(workdir: Path) -> tuple[Path, Path, Path]:
     return cfg, spool, src
 
 
-def archive(cfg: Path, path: Path | str, name: str, *, user: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def archive(
+    cfg: Path,
+    path: Path | str,
+    name: str,
+    *,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "pgvault", "--config", str(cfg), "wal-archive", str(path), name]
     if user:
         return as_postgres(args)
-    return subprocess.run(args, capture_output=True, text=True, check=False,
-                          env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        args, capture_output=True, text=True, check=False, env=dict(os.environ, **(env or {}))
+    )
 
 
 def leftovers(spool: Path) -> list[str]:
@@ -82,8 +89,17 @@ def test_same_name_different_content_is_refused_and_alerted(setup: tuple[Path, P
     assert alerts[0]["subject"] == SEG and alerts[0]["severity"] == "critical"
 
 
-@pytest.mark.parametrize("name", ["foo", "00000001000000000000000G", "0000000100000000000000031",
-                                  "00000000.history", "000000010000000000000003.zst", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "foo",
+        "00000001000000000000000G",
+        "0000000100000000000000031",
+        "00000000.history",
+        "000000010000000000000003.zst",
+        "",
+    ],
+)
 def test_bad_names_exit_2_with_one_line(setup: tuple[Path, Path, Path], name: str) -> None:
     cfg, spool, src = setup
     path = write_segment(src, SEG)
@@ -102,8 +118,12 @@ def test_missing_source_exits_2(setup: tuple[Path, Path, Path]) -> None:
 
 def test_wrong_argument_count_exits_2(setup: tuple[Path, Path, Path]) -> None:
     cfg, _spool, _src = setup
-    proc = subprocess.run([sys.executable, "-m", "pgvault", "--config", str(cfg), "wal-archive",
-                           "only-one"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgvault", "--config", str(cfg), "wal-archive", "only-one"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
@@ -164,8 +184,14 @@ def test_full_disk_fails_without_leftovers(setup: tuple[Path, Path, Path], workd
     cfg, _spool, src = setup
     tiny = workdir / "tiny"
     tiny.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(tiny)],
-                      check=False, capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(tiny)],
+            check=False,
+            capture_output=True,
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (not root?)")
     try:
         write_toml(cfg, {"cluster": "unit", "spool_dir": str(tiny)})

@@ -11,11 +11,24 @@ from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name
 PG15_MAGIC = 0xD110
 
 
-def segment_bytes(name: str, sysid: int = 7000000000000000001, seg_size: int = DEFAULT_SEG_SIZE,
-                  fill: bytes | None = None) -> bytes:
+def segment_bytes(
+    name: str,
+    sysid: int = 7000000000000000001,
+    seg_size: int = DEFAULT_SEG_SIZE,
+    fill: bytes | None = None,
+) -> bytes:
     wal = parse_name(name)
-    header = struct.pack("<HHIQI4xQII", PG15_MAGIC, 0x0002, wal.timeline,
-                         wal.start_lsn(seg_size), 0, sysid, seg_size, 8192)
+    header = struct.pack(
+        "<HHIQI4xQII",
+        PG15_MAGIC,
+        0x0002,
+        wal.timeline,
+        wal.start_lsn(seg_size),
+        0,
+        sysid,
+        seg_size,
+        8192,
+    )
     body = fill if fill is not None else os.urandom(4096)
     data = bytearray(seg_size)
     data[: len(header)] = header

@@ -94,7 +94,12 @@ class Broker(ABC):
 
     @abstractmethod
     def consume(
-        self, stage: str, handler: Handler, *, once: bool = False, stop: threading.Event | None = None
+        self,
+        stage: str,
+        handler: Handler,
+        *,
+        once: bool = False,
+        stop: threading.Event | None = None,
     ) -> ConsumeStats:
         """Run the stage's consumer until `stop` is set (or, with once, until drained)."""
 

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -24,7 +26,6 @@ import pika.exceptions  # noqa: TID251
 from pika.adapters.blocking_connection import BlockingChannel  # noqa: TID251
 
 from pgvault.broker.base import (
-    Ack,
     Broker,
     ConsumeStats,
     Dead,
@@ -104,10 +105,8 @@ class RabbitBroker(Broker):
         self._local.channel = None
         self._local.connection = None
         if conn is not None and conn.is_open:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection
                 conn.close()
-            except Exception:  # noqa: S110 - closing a broken connection
-                pass
 
     def close(self) -> None:
         self._reset_publisher()
@@ -156,7 +155,9 @@ class RabbitBroker(Broker):
             type=routing_key,
         )
 
-    def _publish(self, exchange: str, routing_key: str, body: bytes, headers: dict[str, Any] | None) -> None:
+    def _publish(
+        self, exchange: str, routing_key: str, body: bytes, headers: dict[str, Any] | None
+    ) -> None:
         for attempt in (1, 2):
             try:
                 self._publisher().basic_publish(
@@ -187,7 +188,9 @@ class RabbitBroker(Broker):
                 if attempt == 2:
                     if isinstance(exc, BrokerError):
                         raise
-                    raise BrokerError(f"broker {self._url_text}: publish failed ({exc!r})") from None
+                    raise BrokerError(
+                        f"broker {self._url_text}: publish failed ({exc!r})"
+                    ) from None
         raise AssertionError("unreachable")
 
     def publish(self, routing_key: str, body: bytes, headers: dict[str, Any] | None = None) -> None:
@@ -195,7 +198,12 @@ class RabbitBroker(Broker):
 
     # -- consuming ---------------------------------------------------------------
     def consume(
-        self, stage: str, handler: Handler, *, once: bool = False, stop: threading.Event | None = None
+        self,
+        stage: str,
+        handler: Handler,
+        *,
+        once: bool = False,
+        stop: threading.Event | None = None,
     ) -> ConsumeStats:
         stop = stop or threading.Event()
         stats = ConsumeStats()
@@ -206,8 +214,12 @@ class RabbitBroker(Broker):
                 self._session(stage, handler, once, stop, stats)
                 return stats
             except (BrokerError, *_CONNECTION_ERRORS) as exc:
-                log.warning("stage %s: broker connection lost (%s); reconnecting in %.0fs",
-                            stage, exc, backoff)
+                log.warning(
+                    "stage %s: broker connection lost (%s); reconnecting in %.0fs",
+                    stage,
+                    exc,
+                    backoff,
+                )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         return stats
@@ -216,63 +228,14 @@ class RabbitBroker(Broker):
         self, stage: str, handler: Handler, once: bool, stop: threading.Event, stats: ConsumeStats
     ) -> None:
         conn = self._connect(heartbeat=self.heartbeat)
-        pool = ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix=f"pgvault-{stage}")
-        inflight: dict[int, tuple[Delivery, Future[Disposition]]] = {}
+        session = _ConsumerSession(self, conn, stage, handler, stats)
         try:
-            ch = conn.channel()
-            ch.confirm_delivery()
-            ch.basic_qos(prefetch_count=self.prefetch)
-            queue = self.topology.queue(stage)
-
-            def settle(tag: int) -> None:
-                delivery, fut = inflight.pop(tag)
-                disposition = self._outcome(fut)
-                self._settle(ch, stage, tag, delivery, disposition)
-                stats.add(disposition)
-
-            def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
-                tag = int(method.delivery_tag)
-                delivery = Delivery(body, method.routing_key, dict(props.headers or {}),
-                                    bool(method.redelivered))
-                if delivery.redelivered:
-                    log.info("stage %s: redelivered message %s (a previous consumer did not "
-                             "finish it)", stage, method.routing_key)
-                fut = pool.submit(handler, delivery)
-                inflight[tag] = (delivery, fut)
-                # settle on the connection's thread as soon as the handler is done
-                fut.add_done_callback(
-                    lambda _f, t=tag: conn.add_callback_threadsafe(lambda: settle(t)))
-
-            try:
-                tag = ch.basic_consume(queue, on_message)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                raise BrokerError(f"cannot consume {queue}: {exc.reply_text}; run `pgvault init`") from None
-            log.info("stage %s: consuming %s", stage, queue)
-            cancelled = False
-            idle_since: float | None = None
-            last_probe = 0.0
-            while True:
-                conn.process_data_events(time_limit=0.25)
-                if stop.is_set() and not cancelled:
-                    ch.basic_cancel(tag)
-                    cancelled = True
-                if cancelled and not inflight:
-                    return
-                if once and not inflight and time.monotonic() - last_probe > 0.25:
-                    last_probe = time.monotonic()
-                    if self._drained(ch, stage):
-                        idle_since = idle_since or time.monotonic()
-                        if time.monotonic() - idle_since >= DRAIN_GRACE_S:
-                            stop.set()
-                    else:
-                        idle_since = None
+            session.run(once, stop)
         finally:
-            pool.shutdown(wait=True)  # a lost connection still lets handlers finish
+            session.pool.shutdown(wait=True)  # a lost connection still lets handlers finish
             if conn.is_open:
-                try:
+                with contextlib.suppress(Exception):
                     conn.close()
-                except Exception:  # noqa: S110
-                    pass
 
     @staticmethod
     def _outcome(fut: Future[Disposition]) -> Disposition:
@@ -283,21 +246,43 @@ class RabbitBroker(Broker):
             return Retry(0, f"handler crashed: {exc!r}")
 
     def _settle(
-        self, ch: BlockingChannel, stage: str, tag: int, delivery: Delivery, disposition: Disposition
+        self,
+        ch: BlockingChannel,
+        stage: str,
+        tag: int,
+        delivery: Delivery,
+        disposition: Disposition,
     ) -> None:
         headers = dict(delivery.headers)
         if isinstance(disposition, Retry):
             delay = disposition.delay
             if delay not in self.topology.retry_delays:
                 delay = self.topology.retry_delays[0]
-            headers.update({ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason[:500]})
-            ch.basic_publish("", self.topology.retry_queue(stage, delay), delivery.body,
-                             self._properties(headers, delivery.routing_key), mandatory=True)
+            headers.update(
+                {ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason[:500]}
+            )
+            ch.basic_publish(
+                "",
+                self.topology.retry_queue(stage, delay),
+                delivery.body,
+                self._properties(headers, delivery.routing_key),
+                mandatory=True,
+            )
         elif isinstance(disposition, Dead):
-            headers.update({ERROR_HEADER: disposition.reason[:500], STAGE_HEADER: stage,
-                            "x-pgvault-routing-key": delivery.routing_key})
-            ch.basic_publish("", self.topology.dead_queue(stage), delivery.body,
-                             self._properties(headers, delivery.routing_key), mandatory=True)
+            headers.update(
+                {
+                    ERROR_HEADER: disposition.reason[:500],
+                    STAGE_HEADER: stage,
+                    "x-pgvault-routing-key": delivery.routing_key,
+                }
+            )
+            ch.basic_publish(
+                "",
+                self.topology.dead_queue(stage),
+                delivery.body,
+                self._properties(headers, delivery.routing_key),
+                mandatory=True,
+            )
         ch.basic_ack(tag)
 
     def _count(self, ch: BlockingChannel, queue: str) -> tuple[int, int]:
@@ -341,3 +326,82 @@ class RabbitBroker(Broker):
             if conn.is_open:
                 conn.close()
         return out
+
+
+class _ConsumerSession:
+    """One connection's worth of consuming: the I/O loop in this thread, handlers in a
+    pool, each message settled on this thread as soon as its handler is done."""
+
+    def __init__(
+        self,
+        broker: RabbitBroker,
+        conn: pika.BlockingConnection,
+        stage: str,
+        handler: Handler,
+        stats: ConsumeStats,
+    ) -> None:
+        self.broker = broker
+        self.conn = conn
+        self.stage = stage
+        self.handler = handler
+        self.stats = stats
+        self.pool = ThreadPoolExecutor(
+            max_workers=broker.prefetch, thread_name_prefix=f"pgvault-{stage}"
+        )
+        self.inflight: dict[int, tuple[Delivery, Future[Disposition]]] = {}
+        self.ch = conn.channel()
+        self.ch.confirm_delivery()
+        self.ch.basic_qos(prefetch_count=broker.prefetch)
+
+    def _settle(self, tag: int) -> None:
+        delivery, fut = self.inflight.pop(tag)
+        disposition = self.broker._outcome(fut)
+        self.broker._settle(self.ch, self.stage, tag, delivery, disposition)
+        self.stats.add(disposition)
+
+    def _handler_done(self, tag: int, _fut: Future[Disposition]) -> None:
+        """Runs in the handler thread: hand settling over to the connection's thread."""
+        self.conn.add_callback_threadsafe(functools.partial(self._settle, tag))
+
+    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
+        tag = int(method.delivery_tag)
+        delivery = Delivery(
+            body, method.routing_key, dict(props.headers or {}), bool(method.redelivered)
+        )
+        if delivery.redelivered:
+            log.info(
+                "stage %s: redelivered message %s (a previous consumer did not finish it)",
+                self.stage,
+                method.routing_key,
+            )
+        fut = self.pool.submit(self.handler, delivery)
+        self.inflight[tag] = (delivery, fut)
+        fut.add_done_callback(functools.partial(self._handler_done, tag))
+
+    def run(self, once: bool, stop: threading.Event) -> None:
+        queue = self.broker.topology.queue(self.stage)
+        try:
+            tag = self.ch.basic_consume(queue, self._on_message)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise BrokerError(
+                f"cannot consume {queue}: {exc.reply_text}; run `pgvault init`"
+            ) from None
+        log.info("stage %s: consuming %s", self.stage, queue)
+        cancelled = False
+        idle_since: float | None = None
+        last_probe = 0.0
+        while True:
+            self.conn.process_data_events(time_limit=0.25)
+            if stop.is_set() and not cancelled:
+                self.ch.basic_cancel(tag)
+                cancelled = True
+            if cancelled and not self.inflight:
+                return
+            if once and not self.inflight and time.monotonic() - last_probe > 0.25:
+                last_probe = time.monotonic()
+                if self.broker._drained(self.ch, self.stage):
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= DRAIN_GRACE_S:
+                        stop.set()
+                else:
+                    idle_since = None

@@ -50,7 +50,12 @@ class StubBroker(Broker):
             raise BrokerError(f"no queue receives {routing_key!r}; run `pgvault init`")
 
     def consume(
-        self, stage: str, handler: Handler, *, once: bool = False, stop: threading.Event | None = None
+        self,
+        stage: str,
+        handler: Handler,
+        *,
+        once: bool = False,
+        stop: threading.Event | None = None,
     ) -> ConsumeStats:
         stop = stop or threading.Event()
         stats = ConsumeStats()
@@ -67,7 +72,9 @@ class StubBroker(Broker):
             stats.add(disposition)
             headers = dict(delivery.headers)
             if isinstance(disposition, Retry):
-                headers.update({ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason})
+                headers.update(
+                    {ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason}
+                )
                 name = self.topology.retry_queue(stage, disposition.delay)
                 self.queues.setdefault(name, deque()).append(
                     Delivery(delivery.body, delivery.routing_key, headers)

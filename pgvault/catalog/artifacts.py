@@ -88,64 +88,84 @@ def _record_timeline(conn: sqlite3.Connection, event: ArtifactEvent) -> None:
         "INSERT INTO timelines(timeline, parent, switchpoint, reason, is_current, recorded_at) "
         "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT(timeline) DO UPDATE SET parent=excluded.parent, "
         "switchpoint=excluded.switchpoint, reason=excluded.reason",
-        (meta["timeline"], meta.get("parent"), meta.get("switchpoint"), meta.get("reason"),
-         now_iso()),
+        (
+            meta["timeline"],
+            meta.get("parent"),
+            meta.get("switchpoint"),
+            meta.get("reason"),
+            now_iso(),
+        ),
     )
+
+
+def _insert(conn: sqlite3.Connection, event: ArtifactEvent, event_at: str) -> Outcome:
+    cols = _columns(event)
+    cols.update(
+        kind=event.kind,
+        name=event.name,
+        state=event.state,
+        state_at=event_at,
+        created_at=event_at,
+        error=event.error,
+    )
+    cols.update(_stamps(event.state, event_at))
+    names = ", ".join(cols)
+    marks = ", ".join("?" for _ in cols)
+    conn.execute(f"INSERT INTO artifacts({names}) VALUES ({marks})", tuple(cols.values()))  # noqa: S608
+    _maintain_chain(conn, None, cols, event.state)
+    if event.state == "verified":
+        _record_timeline(conn, event)
+    return Outcome("inserted", event.state)
+
+
+def _stamps(state: str, at: str) -> dict[str, str]:
+    if state == "stored":
+        return {"stored_at": at}
+    if state == "verified":
+        return {"verified_at": at, "checked_at": at}
+    return {}
+
+
+def _update(
+    conn: sqlite3.Connection, row: dict[str, Any], event: ArtifactEvent, event_at: str
+) -> Outcome:
+    if row["sha256"] and row["sha256"] != event.sha256:
+        return Outcome(
+            "conflict",
+            row["state"],
+            f"catalogued with sha256 {row['sha256'][:12]}..., event has {event.sha256[:12]}...",
+        )
+    if row["deleted_at"]:
+        return Outcome("ignored", row["state"], "artifact was deleted by retention")
+    if event.state == row["state"] == "verified":
+        conn.execute("UPDATE artifacts SET checked_at=? WHERE id=?", (event_at, row["id"]))
+        return Outcome("refreshed", row["state"])
+    if not _should_apply(row["state"], row["state_at"], event.state, event_at):
+        return Outcome("ignored", row["state"])
+    if event.state in RESETS:
+        # keep what we know about the stored object; only the state and error change
+        cols: dict[str, Any] = {"state": event.state, "state_at": event_at, "error": event.error}
+    else:
+        cols = _columns(event)
+        cols.update(state=event.state, state_at=event_at, error=None)
+        cols.update(_stamps(event.state, event_at))
+    sets = ", ".join(f"{k}=?" for k in cols)
+    conn.execute(f"UPDATE artifacts SET {sets} WHERE id=?", (*cols.values(), row["id"]))  # noqa: S608
+    _maintain_chain(conn, row, cols, event.state)
+    if event.state == "verified":
+        _record_timeline(conn, event)
+    return Outcome("reset" if event.state in RESETS else "advanced", event.state)
 
 
 def apply_event(catalog: CatalogDB, event: ArtifactEvent) -> Outcome:
     """Record one artifact event atomically. Safe to call again with the same event."""
     event_at = iso(event.created_at)
     with catalog.transaction() as conn:
-        cur = conn.execute("SELECT * FROM artifacts WHERE kind=? AND name=?", (event.kind, event.name))
+        cur = conn.execute(
+            "SELECT * FROM artifacts WHERE kind=? AND name=?", (event.kind, event.name)
+        )
         found = cur.fetchone()
-        row = dict(zip([c[0] for c in cur.description], found, strict=True)) if found else None
-        cols = _columns(event)
-        stamp = {"stored": "stored_at", "verified": "verified_at"}.get(event.state)
-        if row is None:
-            cols.update(
-                kind=event.kind, name=event.name, state=event.state, state_at=event_at,
-                created_at=event_at, error=event.error,
-            )
-            if stamp:
-                cols[stamp] = event_at
-            if event.state == "verified":
-                cols["checked_at"] = event_at
-            names = ", ".join(cols)
-            marks = ", ".join("?" for _ in cols)
-            conn.execute(f"INSERT INTO artifacts({names}) VALUES ({marks})", tuple(cols.values()))  # noqa: S608
-            _maintain_chain(conn, None, cols, event.state)
-            if event.state == "verified":
-                _record_timeline(conn, event)
-            return Outcome("inserted", event.state)
-        if row["sha256"] and row["sha256"] != event.sha256:
-            return Outcome(
-                "conflict",
-                row["state"],
-                f"catalogued with sha256 {row['sha256'][:12]}..., event has {event.sha256[:12]}...",
-            )
-        if row["deleted_at"]:
-            return Outcome("ignored", row["state"], "artifact was deleted by retention")
-        if event.state == row["state"] and event.state == "verified":
-            conn.execute(
-                "UPDATE artifacts SET checked_at=? WHERE id=?", (event_at, row["id"])
-            )
-            return Outcome("refreshed", row["state"])
-        if not _should_apply(row["state"], row["state_at"], event.state, event_at):
-            return Outcome("ignored", row["state"])
-        if event.state in RESETS:
-            # keep what we know about the stored object; only the state and error change
-            cols = {"state": event.state, "state_at": event_at, "error": event.error}
-        else:
-            cols.update(state=event.state, state_at=event_at, error=None)
-            if stamp:
-                cols[stamp] = event_at
-            if event.state == "verified":
-                cols["checked_at"] = event_at
-        sets = ", ".join(f"{k}=?" for k in cols)
-        conn.execute(f"UPDATE artifacts SET {sets} WHERE id=?", (*cols.values(), row["id"]))  # noqa: S608
-        _maintain_chain(conn, row, cols, event.state)
-        if event.state == "verified":
-            _record_timeline(conn, event)
-        action = "reset" if event.state in RESETS else "advanced"
-        return Outcome(action, event.state)
+        if found is None:
+            return _insert(conn, event, event_at)
+        row = dict(zip([c[0] for c in cur.description], found, strict=True))
+        return _update(conn, row, event, event_at)

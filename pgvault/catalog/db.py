@@ -24,8 +24,8 @@ Migration = Callable[[sqlite_utils.Database], None]
 
 
 def _m001_core(db: sqlite_utils.Database) -> None:
-    db["settings"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    db["artifacts"].create(
+    db.table("settings").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.table("artifacts").create(
         {
             "id": int,
             "kind": str,  # wal | history | logical | physical
@@ -62,9 +62,7 @@ def _m001_core(db: sqlite_utils.Database) -> None:
         defaults={"files": "[]", "meta": "{}"},
         if_not_exists=True,
     )
-    db.execute(
-        "CREATE UNIQUE INDEX IF NOT EXISTS artifacts_identity ON artifacts(kind, name)"
-    )
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS artifacts_identity ON artifacts(kind, name)")
     db.execute(
         "CREATE INDEX IF NOT EXISTS artifacts_wal_chain ON artifacts(timeline, segno) "
         "WHERE segno IS NOT NULL"
@@ -76,14 +74,14 @@ def _m001_core(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS artifacts_state ON artifacts(state, kind)")
     # Contiguous runs of verified WAL segments per timeline, maintained incrementally so
     # that gap and restorable-window questions never scan the segment table.
-    db["wal_runs"].create(
+    db.table("wal_runs").create(
         {"timeline": int, "start_segno": int, "end_segno": int},
         pk=("timeline", "start_segno"),
         not_null=["end_segno"],
         if_not_exists=True,
     )
     db.execute("CREATE INDEX IF NOT EXISTS wal_runs_end ON wal_runs(timeline, end_segno)")
-    db["timelines"].create(
+    db.table("timelines").create(
         {
             "timeline": int,
             "parent": int,
@@ -95,7 +93,7 @@ def _m001_core(db: sqlite_utils.Database) -> None:
         pk="timeline",
         if_not_exists=True,
     )
-    db["drills"].create(
+    db.table("drills").create(
         {
             "id": int,
             "kind": str,
@@ -110,7 +108,7 @@ def _m001_core(db: sqlite_utils.Database) -> None:
         pk="id",
         if_not_exists=True,
     )
-    db["leases"].create(
+    db.table("leases").create(
         {
             "id": str,
             "purpose": str,
@@ -122,7 +120,7 @@ def _m001_core(db: sqlite_utils.Database) -> None:
         pk="id",
         if_not_exists=True,
     )
-    db["backup_runs"].create(
+    db.table("backup_runs").create(
         {
             "id": int,
             "kind": str,
@@ -194,10 +192,10 @@ class CatalogDB:
         self.conn.close()
 
     def _migrate(self) -> None:
-        self.db["_migrations"].create(
+        self.db.table("_migrations").create(
             {"name": str, "applied_at": str}, pk="name", if_not_exists=True
         )
-        done = {row["name"] for row in self.db["_migrations"].rows}
+        done = {row["name"] for row in self.db.table("_migrations").rows}
         for name, step in MIGRATIONS:
             if name not in done:
                 step(self.db)
@@ -235,7 +233,9 @@ class CatalogDB:
         except sqlite3.Error as exc:
             raise CatalogError(f"catalog {self.path}: commit failed: {exc}") from None
 
-    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    def query(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
         try:
             cur = self.conn.execute(sql, params)
         except sqlite3.Error as exc:

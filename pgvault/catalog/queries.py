@@ -9,10 +9,33 @@ from pgvault.catalog.db import CatalogDB
 from pgvault.walfile import format_lsn
 
 LIST_COLUMNS = (
-    "kind", "name", "state", "state_at", "wal_type", "timeline", "segno", "start_lsn",
-    "end_lsn", "first_commit", "last_commit", "db", "backup_id", "started_at", "finished_at",
-    "size", "stored_size", "sha256", "files", "meta", "created_at", "stored_at",
-    "verified_at", "checked_at", "error", "expiring_at", "deleted_at",
+    "kind",
+    "name",
+    "state",
+    "state_at",
+    "wal_type",
+    "timeline",
+    "segno",
+    "start_lsn",
+    "end_lsn",
+    "first_commit",
+    "last_commit",
+    "db",
+    "backup_id",
+    "started_at",
+    "finished_at",
+    "size",
+    "stored_size",
+    "sha256",
+    "files",
+    "meta",
+    "created_at",
+    "stored_at",
+    "verified_at",
+    "checked_at",
+    "error",
+    "expiring_at",
+    "deleted_at",
 )
 
 

@@ -59,12 +59,19 @@ def _version(value: bool) -> None:
 def main(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Config file (default: $PGVAULT_CONFIG, then "
-        "/etc/pgvault/pgvault.toml).", show_default=False),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv debug)."),
+        None,
+        "--config",
+        "-c",
+        help="Config file (default: $PGVAULT_CONFIG, then /etc/pgvault/pgvault.toml).",
+        show_default=False,
+    ),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More log output (-vv debug)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     setup_logging(verbose, quiet)
     ctx.obj = State(config=config, verbose=verbose)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -12,14 +12,14 @@ from pgvault.cli.output import emit_json, human_bytes, table
 app = typer.Typer(no_args_is_help=True, help="Query and maintain the catalog.")
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     wal = "wal"
     history = "history"
     logical = "logical"
     physical = "physical"
 
 
-class StateFilter(str, Enum):
+class StateFilter(StrEnum):
     ready = "ready"
     stored = "stored"
     verified = "verified"
@@ -46,7 +46,9 @@ def list_cmd(
     from pgvault.catalog.queries import list_artifacts
 
     cat = _catalog(ctx)
-    rows = list_artifacts(cat, kind.value if kind else None, state_.value if state_ else None, limit)
+    rows = list_artifacts(
+        cat, kind.value if kind else None, state_.value if state_ else None, limit
+    )
     if json_out:
         emit_json({"cluster": cat.cluster, "count": len(rows), "artifacts": rows})
         return
@@ -55,11 +57,17 @@ def list_cmd(
         ["kind", "name", "state", "tli", "lsn", "commits (UTC)", "size", "stored", "verified"],
         [
             (
-                r["kind"], r["name"], r["state"], r["timeline"],
+                r["kind"],
+                r["name"],
+                r["state"],
+                r["timeline"],
                 f"{r['start_lsn']}-{r['end_lsn']}" if r["start_lsn"] else "",
                 f"{(r['first_commit'] or '')[:19]} .. {(r['last_commit'] or '')[11:19]}"
-                if r["first_commit"] else "",
-                human_bytes(r["size"]), human_bytes(r["stored_size"]), (r["verified_at"] or "")[:19],
+                if r["first_commit"]
+                else "",
+                human_bytes(r["size"]),
+                human_bytes(r["stored_size"]),
+                (r["verified_at"] or "")[:19],
             )
             for r in rows
         ],
@@ -81,27 +89,34 @@ def gaps_cmd(
     from pgvault.catalog.wal import chains
 
     cat = _catalog(ctx)
-    report = []
+    report: list[dict[str, Any]] = []
     gap_count = 0
     for ch in chains(cat.conn):
         gaps = ch.gaps
         gap_count += len(gaps)
-        report.append({
-            "timeline": ch.timeline,
-            "first": ch.name(ch.first_segno),
-            "last": ch.name(ch.last_segno),
-            "segments": ch.segments,
-            "verified": ch.verified,
-            "pending": sum(h.pending for h in ch.holes),
-            "gaps": [
-                {
-                    "first": ch.name(h.first_segno), "last": ch.name(h.last_segno),
-                    "count": h.count, "absent": h.absent, "corrupt": h.corrupt,
-                    "missing": h.missing, "pending": h.pending, "names": h.names,
-                }
-                for h in gaps
-            ],
-        })
+        report.append(
+            {
+                "timeline": ch.timeline,
+                "first": ch.name(ch.first_segno),
+                "last": ch.name(ch.last_segno),
+                "segments": ch.segments,
+                "verified": ch.verified,
+                "pending": sum(h.pending for h in ch.holes),
+                "gaps": [
+                    {
+                        "first": ch.name(h.first_segno),
+                        "last": ch.name(h.last_segno),
+                        "count": h.count,
+                        "absent": h.absent,
+                        "corrupt": h.corrupt,
+                        "missing": h.missing,
+                        "pending": h.pending,
+                        "names": h.names,
+                    }
+                    for h in gaps
+                ],
+            }
+        )
     if json_out:
         emit_json({"cluster": cat.cluster, "gap_count": gap_count, "timelines": report})
     else:
@@ -147,10 +162,16 @@ def verify_cmd(
     rows = [r for r in rows if r["state"] != "ready" and all(f.get("key") for f in r["files"])]
     broker = open_broker(settings)
     for r in rows:
-        broker.publish_event(ArtifactEvent(
-            cluster=settings.cluster, kind=r["kind"], state="stored", name=r["name"],
-            files=tuple(r["files"]), meta=r["meta"],
-        ))
+        broker.publish_event(
+            ArtifactEvent(
+                cluster=settings.cluster,
+                kind=r["kind"],
+                state="stored",
+                name=r["name"],
+                files=tuple(r["files"]),
+                meta=r["meta"],
+            )
+        )
     broker.close()
     if json_out:
         emit_json({"cluster": settings.cluster, "requested": len(rows)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -13,7 +13,7 @@ from pgvault.cli.output import emit_json
 from pgvault.errors import UsageError
 
 
-class StageName(str, Enum):
+class StageName(StrEnum):
     upload = "upload"
     verify = "verify"
     catalog = "catalog"
@@ -69,7 +69,9 @@ def producer(
 def worker(
     ctx: typer.Context,
     stage: StageName = typer.Argument(..., help="Which stage to run."),
-    once: bool = typer.Option(False, "--once", help="Drain the queue (and its retry queues), then exit 0."),
+    once: bool = typer.Option(
+        False, "--once", help="Drain the queue (and its retry queues), then exit 0."
+    ),
     json_out: bool = typer.Option(False, "--json", help="With --once: print counts as JSON."),
 ) -> None:
     """Run one pipeline stage: upload, verify, catalog or alert.
@@ -87,7 +89,8 @@ def worker(
     settings = state(ctx).settings
     if stage is StageName.catalog and settings.broker.prefetch != 1:
         settings = settings.model_copy(
-            update={"broker": settings.broker.model_copy(update={"prefetch": 1})})
+            update={"broker": settings.broker.model_copy(update={"prefetch": 1})}
+        )
     broker = open_broker(settings)
     broker.declare()
     stop = threading.Event()
@@ -104,14 +107,17 @@ def worker(
         if json_out:
             emit_json({"stage": stage.value, **counts})
         else:
-            typer.echo(f"{stage.value}: {stats.acked} done, {stats.retried} retried, "
-                       f"{stats.dead} dead-lettered")
+            typer.echo(
+                f"{stage.value}: {stats.acked} done, {stats.retried} retried, "
+                f"{stats.dead} dead-lettered"
+            )
 
 
 def init(
     ctx: typer.Context,
-    create_bucket: bool = typer.Option(False, "--create-bucket",
-                                       help="Create the S3 bucket when it does not exist."),
+    create_bucket: bool = typer.Option(
+        False, "--create-bucket", help="Create the S3 bucket when it does not exist."
+    ),
 ) -> None:
     """Create the spool directories, the catalog, the broker topology and check the store.
 
@@ -131,8 +137,10 @@ def init(
     broker = open_broker(settings)
     broker.declare()
     broker.close()
-    typer.echo(f"broker     exchange {broker.topology.exchange} and "
-               f"{len(broker.topology.all_queues())} queues: ok")
+    typer.echo(
+        f"broker     exchange {broker.topology.exchange} and "
+        f"{len(broker.topology.all_queues())} queues: ok"
+    )
     store = open_store(settings.storage)
     if create_bucket and settings.storage.type == "s3":
         from pgvault.storage.s3 import S3Store

@@ -20,5 +20,11 @@ class AlertStage:
         if not isinstance(event, AlertEvent):
             return
         level = logging.INFO if event.severity in ("info", "resolved") else logging.ERROR
-        log.log(level, "[%s] %s: %s", event.severity, event.check, event.summary,
-                extra={"artifact": event.subject or "-"})
+        log.log(
+            level,
+            "[%s] %s: %s",
+            event.severity,
+            event.check,
+            event.summary,
+            extra={"artifact": event.subject or "-"},
+        )

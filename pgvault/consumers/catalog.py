@@ -32,12 +32,16 @@ class CatalogStage:
         alog = for_artifact(log, subject)
         if outcome.action == "conflict":
             alog.error("conflicting event ignored: %s", outcome.detail)
-            self.broker.publish_event(AlertEvent(
-                cluster=self.catalog.cluster, severity="critical", check="catalog_conflict",
-                subject=subject,
-                summary=f"{subject}: an event with a different sha256 arrived ({outcome.detail})",
-                action="two producers may be writing the same artifact name; investigate",
-            ))
+            self.broker.publish_event(
+                AlertEvent(
+                    cluster=self.catalog.cluster,
+                    severity="critical",
+                    check="catalog_conflict",
+                    subject=subject,
+                    summary=f"{subject}: event with a different sha256 ({outcome.detail})",
+                    action="two producers may be writing the same artifact name; investigate",
+                )
+            )
         elif outcome.action == "ignored":
             alog.debug("%s event ignored (state is %s)", event.state, outcome.state)
         else:

@@ -71,8 +71,12 @@ class UploadStage:
         self.broker.publish_event(
             event.evolve(state="stored", files=tuple(files), meta=meta, reupload=False)
         )
-        alog.info("stored %d file(s), %d bytes -> %d bytes", len(files),
-                  sum(f.size for f in files), sum(f.stored_size or 0 for f in files))
+        alog.info(
+            "stored %d file(s), %d bytes -> %d bytes",
+            len(files),
+            sum(f.size for f in files),
+            sum(f.stored_size or 0 for f in files),
+        )
 
     def _object_facts(self, event: ArtifactEvent, meta: dict[str, Any]) -> dict[str, Any] | None:
         return meta if event.kind in ("wal", "history") else None
@@ -84,15 +88,23 @@ class UploadStage:
         alog = for_artifact(log, key)
         existing = self.store.head(key)
         if existing is not None and not event.reupload:
-            if existing.metadata.get("content-sha256") == original.sha256 and existing.metadata.get("sha256"):
+            if existing.metadata.get("content-sha256") == original.sha256 and existing.metadata.get(
+                "sha256"
+            ):
                 enc = objmeta.encoding_of(existing.metadata)
-                alog.info("already in %s with the same content; not uploading again",
-                          self.store.describe())
-                return original.model_copy(update={
-                    "key": key, "stored_size": existing.size,
-                    "stored_sha256": existing.metadata["sha256"],
-                    "codec": enc.codec, "encryption": enc.encryption,
-                })
+                alog.info(
+                    "already in %s with the same content; not uploading again",
+                    self.store.describe(),
+                )
+                return original.model_copy(
+                    update={
+                        "key": key,
+                        "stored_size": existing.size,
+                        "stored_sha256": existing.metadata["sha256"],
+                        "codec": enc.codec,
+                        "encryption": enc.encryption,
+                    }
+                )
             raise ObjectConflict(
                 f"{key} already exists in {self.store.describe()} with different content; "
                 "refusing to overwrite"
@@ -103,33 +115,50 @@ class UploadStage:
         try:
             recipients = encrypt_for(original.name, self.settings.encryption.recipients)
             encoding, stored, content = encode_file(
-                src, tmp,
+                src,
+                tmp,
                 compress=compress_for(event.kind),
                 level=self.settings.storage.compression_level,
                 recipients=recipients,
             )
             self._check_source(src, original, content)
-            metadata = objmeta.build(event.kind, event.name, original, encoding, stored,
-                                     self._object_facts(event, meta), recipients)
+            metadata = objmeta.build(
+                kind=event.kind,
+                name=event.name,
+                original=original,
+                encoding=encoding,
+                stored=stored,
+                meta=self._object_facts(event, meta),
+                recipients=recipients,
+            )
             self.store.put_file(key, tmp, metadata)
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        return original.model_copy(update={
-            "key": key, "stored_size": stored.size, "stored_sha256": stored.sha256,
-            "codec": encoding.codec, "encryption": encoding.encryption,
-        })
+        return original.model_copy(
+            update={
+                "key": key,
+                "stored_size": stored.size,
+                "stored_sha256": stored.sha256,
+                "codec": encoding.codec,
+                "encryption": encoding.encryption,
+            }
+        )
 
     def _check_source(self, src: Path, original: FileInfo, content: Digest) -> None:
         """The spool copy must still be the bytes the producer checksummed."""
         if content.sha256 != original.sha256 or content.size != original.size:
-            self.broker.publish_event(AlertEvent(
-                cluster=self.settings.cluster, severity="critical", check="spool_corrupt",
-                subject=src.name,
-                summary=f"spool file {src} no longer matches the sha256 recorded when it was "
-                "written; it was not uploaded",
-                action="check the spool disk; the artifact must be produced again",
-            ))
+            self.broker.publish_event(
+                AlertEvent(
+                    cluster=self.settings.cluster,
+                    severity="critical",
+                    check="spool_corrupt",
+                    subject=src.name,
+                    summary=f"spool file {src} no longer matches the sha256 recorded when it was "
+                    "written; it was not uploaded",
+                    action="check the spool disk; the artifact must be produced again",
+                )
+            )
             raise IntegrityError(f"spool file {src} changed since it was written (sha256 mismatch)")
 
     def _adopt_from_store(self, event: ArtifactEvent) -> ArtifactEvent | None:
@@ -147,8 +176,15 @@ class UploadStage:
                 return None
             enc = objmeta.encoding_of(info.metadata)
             meta.update(objmeta.facts_of(info.metadata))
-            files.append(original.model_copy(update={
-                "key": key, "stored_size": info.size, "stored_sha256": info.metadata.get("sha256"),
-                "codec": enc.codec, "encryption": enc.encryption,
-            }))
+            files.append(
+                original.model_copy(
+                    update={
+                        "key": key,
+                        "stored_size": info.size,
+                        "stored_sha256": info.metadata.get("sha256"),
+                        "codec": enc.codec,
+                        "encryption": enc.encryption,
+                    }
+                )
+            )
         return event.evolve(state="stored", files=tuple(files), meta=meta, reupload=False)

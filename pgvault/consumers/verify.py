@@ -42,7 +42,9 @@ def read_back(
     recorded = info.metadata.get("sha256")
     if recorded and recorded != f.stored_sha256:
         raise IntegrityError(f"{f.key}: object metadata sha256 differs from the upload record")
-    encoding = objmeta.encoding_of(info.metadata, Encoding(f.codec or "none", f.encryption or "none"))
+    encoding = objmeta.encoding_of(
+        info.metadata, Encoding(f.codec or "none", f.encryption or "none")
+    )
     content: Digest | None
     with store.open_read(f.key) as fh:
         if encoding.encryption == "age" and not identities:
@@ -96,8 +98,11 @@ class VerifyStage:
         if not problems:
             meta = dict(event.meta, content_verified=content_verified)
             self.broker.publish_event(event.evolve(state="verified", meta=meta))
-            alog.info("verified %d file(s)%s", len(event.files),
-                      "" if content_verified else " (stored bytes only: no age identity here)")
+            alog.info(
+                "verified %d file(s)%s",
+                len(event.files),
+                "" if content_verified else " (stored bytes only: no age identity here)",
+            )
             return
         state = "missing" if missing else "corrupt"
         error = "; ".join(problems)
@@ -105,12 +110,19 @@ class VerifyStage:
         self.broker.publish_event(event.evolve(state=state, error=error))
         art = locate(self.settings.spool_dir, event.kind, event.name)
         action = (
-            "re-uploading from the spool copy" if art is not None
+            "re-uploading from the spool copy"
+            if art is not None
             else "no spool copy left: take a new backup (or restore the object) and re-verify"
         )
-        self.broker.publish_event(AlertEvent(
-            cluster=self.settings.cluster, severity="critical", check=f"artifact_{state}",
-            subject=subject, summary=f"{subject} failed verification: {error}", action=action,
-        ))
+        self.broker.publish_event(
+            AlertEvent(
+                cluster=self.settings.cluster,
+                severity="critical",
+                check=f"artifact_{state}",
+                subject=subject,
+                summary=f"{subject} failed verification: {error}",
+                action=action,
+            )
+        )
         if art is not None:
             self.broker.publish_event(art.ready_event(self.settings.cluster, reupload=True))

@@ -57,8 +57,11 @@ class Worker:
             return self._failed(delivery, event, exc, transient=exc.transient)
         except Exception as exc:  # a bug: log it fully, retry a bounded number of times
             alog = for_artifact(log, _subject(event))
-            alog.error("stage %s crashed: %s", self.stage.name, "".join(
-                traceback.format_exception_only(type(exc), exc)).strip())
+            alog.error(
+                "stage %s crashed: %s",
+                self.stage.name,
+                "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+            )
             alog.debug("traceback", exc_info=True)
             return self._failed(delivery, event, exc, transient=True)
 
@@ -75,11 +78,19 @@ class Worker:
         reason = str(exc) or type(exc).__name__
         delay = self.broker.topology.retry_delay(delivery.attempt) if transient else None
         if delay is not None:
-            alog.warning("stage %s: attempt %d failed (%s); retrying in %ds",
-                         self.stage.name, delivery.attempt + 1, reason, delay)
+            alog.warning(
+                "stage %s: attempt %d failed (%s); retrying in %ds",
+                self.stage.name,
+                delivery.attempt + 1,
+                reason,
+                delay,
+            )
             return Retry(delay, reason)
-        alog.error("stage %s: giving up (%s); message moved to the dead-letter queue",
-                   self.stage.name, reason)
+        alog.error(
+            "stage %s: giving up (%s); message moved to the dead-letter queue",
+            self.stage.name,
+            reason,
+        )
         if self.stage.name != "alert":  # the alert stage's own failures would loop
             self._alert_dead_letter(subject, reason, delivery.attempt)
         return Dead(reason)

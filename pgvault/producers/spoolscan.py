@@ -42,7 +42,7 @@ class SpoolArtifact:
     def ready_event(self, cluster: str, reupload: bool = False) -> ArtifactEvent:
         return ArtifactEvent(
             cluster=cluster,
-            kind=self.kind,  # type: ignore[arg-type]
+            kind=self.kind,
             state="ready",
             name=self.name,
             files=tuple(self.files),
@@ -64,7 +64,10 @@ def _wal_artifact(path: Path) -> SpoolArtifact | None:
         digest = sha256_file(path)
         sha, size = digest.sha256, digest.size
     return SpoolArtifact(
-        wal.kind, wal.name, path, [FileInfo(name=wal.name, size=size, sha256=sha)],
+        wal.kind,
+        wal.name,
+        path,
+        [FileInfo(name=wal.name, size=size, sha256=sha)],
         {"wal_type": wal.type, "timeline": wal.timeline},
     )
 
@@ -81,7 +84,9 @@ def _backup_artifact(kind: str, name: str, directory: Path) -> SpoolArtifact | N
     manifest = read_manifest(directory)
     if manifest is None:
         return None
-    files = [FileInfo(name=f["name"], size=f["size"], sha256=f["sha256"]) for f in manifest["files"]]
+    files = [
+        FileInfo(name=f["name"], size=f["size"], sha256=f["sha256"]) for f in manifest["files"]
+    ]
     digest = sha256_file(directory / MANIFEST)
     files.append(FileInfo(name=MANIFEST, size=digest.size, sha256=digest.sha256))
     meta = {k: v for k, v in manifest.items() if k not in BULKY_MANIFEST_KEYS}
@@ -99,7 +104,9 @@ def artifact_at(spool_dir: Path, path: Path) -> SpoolArtifact | None:
     if rel[0] == "wal" and len(rel) == 2:
         return _wal_artifact(path)
     if rel[0] == "logical" and len(rel) >= 3:
-        return _backup_artifact("logical", f"{rel[1]}/{rel[2]}", spool_dir / rel[0] / rel[1] / rel[2])
+        return _backup_artifact(
+            "logical", f"{rel[1]}/{rel[2]}", spool_dir / rel[0] / rel[1] / rel[2]
+        )
     if rel[0] == "physical" and len(rel) >= 2:
         return _backup_artifact("physical", rel[1], spool_dir / rel[0] / rel[1])
     return None
@@ -125,12 +132,18 @@ def scan(spool_dir: Path) -> Iterator[SpoolArtifact]:
                 yield art
     logical = spool_dir / "logical"
     if logical.is_dir():
-        for db_dir in sorted(p for p in logical.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for bdir in sorted(p for p in db_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for db_dir in sorted(
+            p for p in logical.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
+            for bdir in sorted(
+                p for p in db_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+            ):
                 if art := _backup_artifact("logical", f"{db_dir.name}/{bdir.name}", bdir):
                     yield art
     physical = spool_dir / "physical"
     if physical.is_dir():
-        for bdir in sorted(p for p in physical.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for bdir in sorted(
+            p for p in physical.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
             if art := _backup_artifact("physical", bdir.name, bdir):
                 yield art

@@ -52,9 +52,7 @@ def _check_segment(wal: WalName, first: bytes, total: int) -> None:
             f"(expected {expected:X}); refusing a misnamed segment"
         )
     if wal.type == "segment" and total != header.seg_size:
-        raise ArchiveError(
-            f"{wal.name}: size {total} is not the segment size {header.seg_size}"
-        )
+        raise ArchiveError(f"{wal.name}: size {total} is not the segment size {header.seg_size}")
 
 
 def _copy_with_digest(src: Path, tmp: Path, wal: WalName) -> str:

@@ -99,7 +99,7 @@ class Producer:
     def publish_alert_files(self) -> None:
         for path, record in spool.pending_alerts(self.spool_dir):
             try:
-                alert = AlertEvent(cluster=self.settings.cluster, **record)  # type: ignore[arg-type]
+                alert = AlertEvent(cluster=self.settings.cluster, **record)
             except (TypeError, ValueError):
                 log.error("unreadable alert file %s left in place", path)
                 continue
@@ -149,8 +149,10 @@ class Producer:
                     path.unlink(missing_ok=True)
             removed.append(f"{art.kind}/{art.name}")
             for_artifact(log, f"{art.kind}/{art.name}").info(
-                "removed from spool (verified %s, keep %s days)", row["verified_at"],
-                self.settings.retention.local_keep_days)
+                "removed from spool (verified %s, keep %s days)",
+                row["verified_at"],
+                self.settings.retention.local_keep_days,
+            )
         return removed
 
     def clean_stale_tmp(self, max_age_s: float = 6 * 3600) -> int:

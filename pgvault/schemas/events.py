@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pgvault.errors import MessageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 ArtifactKind = Literal["wal", "history", "logical", "physical"]
 ArtifactState = Literal["ready", "stored", "verified", "corrupt", "missing"]

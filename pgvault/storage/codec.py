@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 import zstandard
 
@@ -130,7 +130,9 @@ def encode_file(
             reader: Any = source
             if compress:
                 cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
-                reader = cctx.stream_reader(source, size=os.fstat(fin.fileno()).st_size)
+                reader = cctx.stream_reader(
+                    cast(IO[bytes], source), size=os.fstat(fin.fileno()).st_size
+                )
             if recipients:
                 import pyrage
 
@@ -165,7 +167,9 @@ def decode_stream(
     dctx_writer = None
     try:
         if encoding.codec == "zstd":
-            dctx_writer = zstandard.ZstdDecompressor().stream_writer(content, closefd=False)
+            dctx_writer = zstandard.ZstdDecompressor().stream_writer(
+                cast(IO[bytes], content), closefd=False
+            )
             sink = dctx_writer
         if encoding.encryption == "age":
             if not identities:
@@ -183,10 +187,10 @@ def decode_stream(
                     raise EncryptionError(f"{what}: no given age identity can decrypt it") from None
                 raise IntegrityError(f"{what}: ciphertext does not authenticate ({msg})") from None
         else:
-            shutil.copyfileobj(stored, sink, CHUNK)  # type: ignore[arg-type]
+            shutil.copyfileobj(stored, sink, CHUNK)
         if dctx_writer is not None:
-            dctx_writer.flush()
-            dctx_writer.close()
+            dctx_writer.flush()  # type: ignore[no-untyped-call]
+            dctx_writer.close()  # type: ignore[no-untyped-call]
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{what}: zstd stream is corrupt ({exc})") from None
     # drain anything a decoder did not consume, so the stored digest covers every byte

@@ -1,8 +1,8 @@
 """Object keys (DESIGN "Object layout in the store"):
 
-    {prefix}/{cluster}/wal/{timeline:08X}/{segment}.zst          (+ {tli}.history)
-    {prefix}/{cluster}/logical/{db}/{backup_id}/{db}.dump + manifest.json
-    {prefix}/{cluster}/physical/{backup_id}/base.tar.zst, pg_wal.tar.zst, backup_manifest, manifest.json
+{prefix}/{cluster}/wal/{timeline:08X}/{segment}.zst          (+ {tli}.history)
+{prefix}/{cluster}/logical/{db}/{backup_id}/{db}.dump + manifest.json
+{prefix}/{cluster}/physical/{backup_id}/base.tar.zst, pg_wal.tar.zst, backup_manifest, manifest.json
 """
 
 from __future__ import annotations

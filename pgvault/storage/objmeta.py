@@ -23,6 +23,7 @@ from pgvault.storage.codec import Digest, Encoding
 
 
 def build(
+    *,
     kind: str,
     name: str,
     original: FileInfo,
@@ -50,7 +51,9 @@ def build(
 def encoding_of(metadata: Mapping[str, str], default: Encoding | None = None) -> Encoding:
     if "pgvault-codec" not in metadata and default is not None:
         return default
-    return Encoding(metadata.get("pgvault-codec", "none"), metadata.get("pgvault-encryption", "none"))
+    return Encoding(
+        metadata.get("pgvault-codec", "none"), metadata.get("pgvault-encryption", "none")
+    )
 
 
 def facts_of(metadata: Mapping[str, str]) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def _format_error(exc: ValidationError, path: Path) -> str:
 
 def load_settings(explicit: str | Path | None = None) -> Settings:
     """Load the config once; a bad or missing file is a one-line ConfigError."""
-    path = config_path(str(explicit) if explicit else None)
+    path = Path(config_path(str(explicit) if explicit else None))
     data = read_toml(path)
     try:
         settings = Settings(**cast(dict[str, Any], data))

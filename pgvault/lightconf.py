@@ -1,5 +1,7 @@
 """The few config values the archive_command path needs, read without pydantic.
 
+(No pathlib or dataclasses either: every import here is paid once per WAL segment.)
+
 `pgvault wal-archive` runs once per WAL segment, so it must not pay for pydantic,
 typer or pika imports (DESIGN invariant 2). It reads the same TOML file and the same
 PGVAULT_* environment overrides as `pgvault.config`, for the keys it uses only;
@@ -10,8 +12,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
-from pathlib import Path
 
 from pgvault.errors import ConfigError
 
@@ -21,14 +21,14 @@ DEFAULT_SPOOL_DIR = "/backup/postgres"
 DEFAULT_CATALOG_PATH = "/backup/catalog.sqlite"
 
 
-def config_path(explicit: str | None) -> Path:
+def config_path(explicit: str | None) -> str:
     """`--config` wins, then PGVAULT_CONFIG, then the packaged default location."""
-    return Path(explicit or os.environ.get("PGVAULT_CONFIG") or DEFAULT_CONFIG_PATH)
+    return explicit or os.environ.get("PGVAULT_CONFIG") or DEFAULT_CONFIG_PATH
 
 
-def read_toml(path: Path) -> dict[str, object]:
+def read_toml(path: str | os.PathLike[str]) -> dict[str, object]:
     try:
-        with path.open("rb") as fh:
+        with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(
@@ -40,10 +40,12 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
 
 
-@dataclass(frozen=True)
 class LightConfig:
-    cluster: str
-    spool_dir: Path
+    __slots__ = ("cluster", "spool_dir")
+
+    def __init__(self, cluster: str, spool_dir: str) -> None:
+        self.cluster = cluster
+        self.spool_dir = spool_dir
 
 
 def load_light(explicit: str | None = None) -> LightConfig:
@@ -54,4 +56,4 @@ def load_light(explicit: str | None = None) -> LightConfig:
         raise ConfigError("config: cluster must be a non-empty string")
     if not isinstance(spool, str) or not spool:
         raise ConfigError("config: spool_dir must be a directory path")
-    return LightConfig(cluster=cluster, spool_dir=Path(spool))
+    return LightConfig(cluster=cluster, spool_dir=spool)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
 
 DEFAULT_SEG_SIZE = 16 * 1024 * 1024
 XLOG_PAGE_MAGIC_MASK = 0xFF00
@@ -22,15 +21,29 @@ _PARTIAL = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\.partial$")
 _BACKUP = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\.([0-9A-F]{8})\.backup$")
 
 
-@dataclass(frozen=True)
 class WalName:
-    """A file name PostgreSQL hands to archive_command/restore_command."""
+    """A file name PostgreSQL hands to archive_command/restore_command.
 
-    name: str
-    type: str  # "segment" | "history" | "partial" | "backup"
-    timeline: int
-    log: int = 0
-    seg: int = 0
+    (A plain class, not a dataclass: importing dataclasses costs the archive_command
+    path several milliseconds per segment.)"""
+
+    __slots__ = ("log", "name", "seg", "timeline", "type")
+
+    def __init__(self, name: str, type: str, timeline: int, log: int = 0, seg: int = 0) -> None:  # noqa: A002
+        self.name = name
+        self.type = type  # "segment" | "history" | "partial" | "backup"
+        self.timeline = timeline
+        self.log = log
+        self.seg = seg
+
+    def __repr__(self) -> str:
+        return f"WalName({self.name!r}, {self.type!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WalName) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
     @property
     def kind(self) -> str:
@@ -100,17 +113,36 @@ def parse_lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
-@dataclass(frozen=True)
 class WalHeader:
     """The long page header at the start of every WAL segment."""
 
-    magic: int
-    info: int
-    timeline: int
-    pageaddr: int
-    system_identifier: int
-    seg_size: int
-    block_size: int
+    __slots__ = (
+        "block_size",
+        "info",
+        "magic",
+        "pageaddr",
+        "seg_size",
+        "system_identifier",
+        "timeline",
+    )
+
+    def __init__(
+        self,
+        magic: int,
+        info: int,
+        timeline: int,
+        pageaddr: int,
+        system_identifier: int,
+        seg_size: int,
+        block_size: int,
+    ) -> None:
+        self.magic = magic
+        self.info = info
+        self.timeline = timeline
+        self.pageaddr = pageaddr
+        self.system_identifier = system_identifier
+        self.seg_size = seg_size
+        self.block_size = block_size
 
 
 def read_header(data: bytes) -> WalHeader:
@@ -131,11 +163,13 @@ def header_bytes() -> int:
     return _HEADER_BYTES
 
 
-@dataclass(frozen=True)
 class HistoryEntry:
-    parent_timeline: int
-    switchpoint: int
-    reason: str
+    __slots__ = ("parent_timeline", "reason", "switchpoint")
+
+    def __init__(self, parent_timeline: int, switchpoint: int, reason: str) -> None:
+        self.parent_timeline = parent_timeline
+        self.switchpoint = switchpoint
+        self.reason = reason
 
 
 def parse_history(text: str) -> list[HistoryEntry]:

@@ -34,6 +34,11 @@ def _catalog(ctx: typer.Context, create: bool = False) -> Any:
     return open_catalog(state(ctx).settings, create=create)
 
 
+def _short_time(value: str | None) -> str:
+    """'2026-11-24T06:31:47.123456Z' -> '2026-11-24 06:31:47' (UTC)."""
+    return value[:19].replace("T", " ") if value else ""
+
+
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
@@ -54,20 +59,30 @@ def list_cmd(
         return
     table(
         None,
-        ["kind", "name", "state", "tli", "lsn", "commits (UTC)", "size", "stored", "verified"],
+        [
+            "kind",
+            "name",
+            "state",
+            "tli",
+            "start lsn",
+            "first commit",
+            "last commit",
+            "size",
+            "stored",
+            "verified at",
+        ],
         [
             (
                 r["kind"],
                 r["name"],
                 r["state"],
                 r["timeline"],
-                f"{r['start_lsn']}-{r['end_lsn']}" if r["start_lsn"] else "",
-                f"{(r['first_commit'] or '')[:19]} .. {(r['last_commit'] or '')[11:19]}"
-                if r["first_commit"]
-                else "",
+                r["start_lsn"],
+                _short_time(r["first_commit"]),
+                _short_time(r["last_commit"]),
                 human_bytes(r["size"]),
                 human_bytes(r["stored_size"]),
-                (r["verified_at"] or "")[:19],
+                _short_time(r["verified_at"]),
             )
             for r in rows
         ],

@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (cron mail, less, CI logs) gets wide lines instead of wrapped cells.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -22,7 +23,7 @@ def emit_json(data: Any) -> None:
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     t = Table(title=title, show_edge=False, box=None, pad_edge=False)
     for col in columns:
-        t.add_column(col, overflow="fold")
+        t.add_column(col, no_wrap=True)
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     console.print(t)

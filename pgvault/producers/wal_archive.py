@@ -8,30 +8,44 @@ spool always holds complete bytes. Exit codes (DESIGN invariant 1):
     1  it is not: same name with different content, I/O error, disk full
     2  bad arguments: unknown name pattern, missing source, bad config
 
-Stdlib only (invariant 2): no pydantic, pika or boto3 on this path.
+This runs once per WAL segment, so it imports only os, hashlib and the stdlib-only
+pgvault modules (invariant 2: no pydantic, pika or boto3; in practice not even pathlib).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
 import sys
-from pathlib import Path
 
-from pgvault import spool
 from pgvault.errors import ArchiveConflict, ArchiveError, PgvaultError, UsageError
 from pgvault.walfile import WalName, parse_name, read_header
 
 CHUNK = 1 << 20
+CHECKSUM_SUFFIX = ".sha256"  # same as pgvault.spool.CHECKSUM_SUFFIX (not imported: cost)
 
 
-def _sha256_of(path: Path) -> str:
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _sha256_of(path: str) -> str:
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    with path.open("rb", buffering=0) as fh:
+    with open(path, "rb", buffering=0) as fh:
         while n := fh.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
@@ -55,15 +69,22 @@ def _check_segment(wal: WalName, first: bytes, total: int) -> None:
         raise ArchiveError(f"{wal.name}: size {total} is not the segment size {header.seg_size}")
 
 
-def _copy_with_digest(src: Path, tmp: Path, wal: WalName) -> str:
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_with_digest(src: str, tmp: str, wal: WalName) -> str:
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
     first = b""
-    with src.open("rb", buffering=0) as fin:
-        with contextlib.suppress(AttributeError, OSError):
-            os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    with open(src, "rb", buffering=0) as fin:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             while n := fin.readinto(buf):
@@ -81,46 +102,52 @@ def _copy_with_digest(src: Path, tmp: Path, wal: WalName) -> str:
     return digest.hexdigest()
 
 
-def archive(src: Path, name: str, spool_dir: Path) -> str:
+def archive(src: str, name: str, spool_dir: str) -> str:
     """Put `src` into the spool as `name`. Returns "archived" or "duplicate"."""
     try:
         wal = parse_name(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if not src.is_file():
+    if not os.path.isfile(src):
         raise UsageError(f"source {src} does not exist or is not a regular file")
-    wal_dir = spool_dir / "wal"
+    wal_dir = os.path.join(spool_dir, "wal")
     try:
-        wal_dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(wal_dir, exist_ok=True)
     except OSError as exc:
         raise ArchiveError(f"cannot create spool directory {wal_dir}: {exc.strerror}") from None
-    dest = wal_dir / name
-    if dest.exists():
+    dest = os.path.join(wal_dir, name)
+    if os.path.exists(dest):
         return _compare_existing(src, dest, name, spool_dir)
-    tmp = wal_dir / f".{name}.{os.getpid()}.tmp"
+    tmp = os.path.join(wal_dir, f".{name}.{os.getpid()}.tmp")
+    sum_tmp = tmp + CHECKSUM_SUFFIX
     try:
         sha = _copy_with_digest(src, tmp, wal)
         try:
             os.link(tmp, dest)  # no-clobber publish: fails if the name exists
         except FileExistsError:
             return _compare_existing(src, dest, name, spool_dir)
-        spool.write_atomic(spool.checksum_path(dest), spool.checksum_line(sha, name))
-        spool.fsync_dir(wal_dir)
+        _write_file(sum_tmp, f"{sha}  {name}\n".encode())
+        os.replace(sum_tmp, dest + CHECKSUM_SUFFIX)
+        _fsync_dir(wal_dir)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise ArchiveError(f"{name}: spool {spool_dir} is full (no space left)") from None
         raise ArchiveError(f"{name}: cannot write to spool: {exc.strerror or exc}") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _unlink_quietly(tmp)
+        _unlink_quietly(sum_tmp)
     return "archived"
 
 
-def _compare_existing(src: Path, dest: Path, name: str, spool_dir: Path) -> str:
+def _compare_existing(src: str, dest: str, name: str, spool_dir: str) -> str:
     if _sha256_of(src) == _sha256_of(dest):
         return "duplicate"
+    from pathlib import Path  # the rare path may pay for pathlib
+
+    from pgvault import spool
+
     spool.write_alert(
-        spool_dir,
+        Path(spool_dir),
         "critical",
         "wal_archive_conflict",
         name,
@@ -144,7 +171,7 @@ def main(argv: list[str], config: str | None = None) -> int:
         return 2
     try:
         conf = load_light(config)
-        archive(Path(argv[0]), argv[1], conf.spool_dir)
+        archive(argv[0], argv[1], conf.spool_dir)
     except PgvaultError as exc:
         print(f"pgvault wal-archive: error: {exc}", file=sys.stderr)
         return exc.exit_code

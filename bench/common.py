@@ -1,0 +1,50 @@
+"""Shared helpers for the benchmarks: a throw-away cluster, pgvault envs, statistics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.env import PgvaultEnv  # noqa: E402
+from tests.pgcluster import PG_BIN, PgCluster, as_postgres, chown_pg  # noqa: E402
+from tests.pgvenv import pgvault_for_postgres  # noqa: E402
+
+AMQP = os.environ.get("PGVAULT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+__all__ = ["AMQP", "PG_BIN", "PgCluster", "PgvaultEnv", "as_postgres", "chown_pg",
+           "pgvault_for_postgres", "stats", "workdir"]
+
+
+def workdir(name: str) -> Path:
+    base = Path(tempfile.mkdtemp(prefix=f"pgvault-bench-{name}-"))
+    os.chmod(base, 0o755)
+    return base
+
+
+def cleanup(base: Path) -> None:
+    if not os.environ.get("PGVAULT_BENCH_KEEP"):
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "n": len(samples),
+        "mean": statistics.fmean(samples),
+        "p50": statistics.median(samples),
+        "p95": p95,
+        "max": ordered[-1],
+    }
+
+
+def fmt_ms(s: dict[str, float]) -> str:
+    return (f"n={s['n']:<3.0f} mean {s['mean'] * 1000:7.1f} ms  p50 {s['p50'] * 1000:7.1f} ms  "
+            f"p95 {s['p95'] * 1000:7.1f} ms  max {s['max'] * 1000:7.1f} ms")

@@ -29,8 +29,8 @@ services:
 	@bash scripts/ensure-services.sh
 
 lint: venv
-	$(BIN)/ruff check pgvault tests bench
-	$(BIN)/ruff format --check pgvault tests bench
+	$(BIN)/ruff check pgvault tests bench scripts
+	$(BIN)/ruff format --check pgvault tests bench scripts
 	$(BIN)/mypy pgvault
 
 test: venv services lint

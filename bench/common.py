@@ -18,8 +18,17 @@ from tests.pgvenv import pgvault_for_postgres  # noqa: E402
 
 AMQP = os.environ.get("PGVAULT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
-__all__ = ["AMQP", "PG_BIN", "PgCluster", "PgvaultEnv", "as_postgres", "chown_pg",
-           "pgvault_for_postgres", "stats", "workdir"]
+__all__ = [
+    "AMQP",
+    "PG_BIN",
+    "PgCluster",
+    "PgvaultEnv",
+    "as_postgres",
+    "chown_pg",
+    "pgvault_for_postgres",
+    "stats",
+    "workdir",
+]
 
 
 def workdir(name: str) -> Path:
@@ -46,5 +55,7 @@ def stats(samples: list[float]) -> dict[str, float]:
 
 
 def fmt_ms(s: dict[str, float]) -> str:
-    return (f"n={s['n']:<3.0f} mean {s['mean'] * 1000:7.1f} ms  p50 {s['p50'] * 1000:7.1f} ms  "
-            f"p95 {s['p95'] * 1000:7.1f} ms  max {s['max'] * 1000:7.1f} ms")
+    return (
+        f"n={s['n']:<3.0f} mean {s['mean'] * 1000:7.1f} ms  p50 {s['p50'] * 1000:7.1f} ms  "
+        f"p95 {s['p95'] * 1000:7.1f} ms  max {s['max'] * 1000:7.1f} ms"
+    )

@@ -82,8 +82,10 @@ def report(title: str, ours: list[float], theirs: list[float]) -> None:
     print(f"  {title}")
     print(f"    pgvault wal-archive        {fmt_ms(s_ours)}")
     print(f"    pgbackrest archive-push    {fmt_ms(s_theirs)}")
-    print(f"    ratio pgvault/pgbackrest   mean {s_ours['mean'] / s_theirs['mean']:.2f}  "
-          f"p50 {s_ours['p50'] / s_theirs['p50']:.2f}")
+    print(
+        f"    ratio pgvault/pgbackrest   mean {s_ours['mean'] / s_theirs['mean']:.2f}  "
+        f"p50 {s_ours['p50'] / s_theirs['p50']:.2f}"
+    )
 
 
 def bench_archive(base: Path, env: PgvaultEnv, segs: list[Path], pgvault: Path) -> None:
@@ -100,8 +102,10 @@ def bench_archive(base: Path, env: PgvaultEnv, segs: list[Path], pgvault: Path) 
     def theirs_cmd(conf: Path, seg: Path) -> list[str]:
         return ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push", str(seg)]
 
-    print(f"\narchive_command, {len(segs)} real 16 MiB segments, each tool into an empty "
-          f"archive (runuser -u postgres alone costs {noop * 1000:.1f} ms):")
+    print(
+        f"\narchive_command, {len(segs)} real 16 MiB segments, each tool into an empty "
+        f"archive (runuser -u postgres alone costs {noop * 1000:.1f} ms):"
+    )
     # 1. interleaved: the same segment through both tools back to back, order alternating
     cfg, conf = pgvault_setup(base, "spool-a"), pgbackrest_setup(base, env, "pgbackrest-a")
     ours, theirs = [], []
@@ -120,8 +124,10 @@ def bench_archive(base: Path, env: PgvaultEnv, segs: list[Path], pgvault: Path) 
     ours = [time_cmd(ours_cmd(cfg, src / s.name)) for s in segs]
     theirs = [time_cmd(theirs_cmd(conf, src / s.name)) for s in segs]
     report("each tool alone, one after the other:", ours, theirs)
-    print("  (pgBackRest compresses with zstd inside archive-push; pgvault copies, hashes and "
-          "fsyncs, and compresses later in the upload worker, by design)")
+    print(
+        "  (pgBackRest compresses with zstd inside archive-push; pgvault copies, hashes and "
+        "fsyncs, and compresses later in the upload worker, by design)"
+    )
 
 
 def bench_lag(env: PgvaultEnv, samples: int) -> None:
@@ -146,8 +152,10 @@ def bench_lag(env: PgvaultEnv, samples: int) -> None:
                 time.sleep(0.01)
             lags.append(time.perf_counter() - start)
         s = stats(lags)
-        print(f"\nend-to-end lag pg_switch_wal() -> verified in catalog (local store), "
-              f"{samples} samples:")
+        print(
+            f"\nend-to-end lag pg_switch_wal() -> verified in catalog (local store), "
+            f"{samples} samples:"
+        )
         print(f"  {fmt_ms(s)}")
     finally:
         env.stop_pipeline()
@@ -162,8 +170,11 @@ def main() -> None:
         sys.exit("pgbackrest is not installed (make services installs it)")
     base = workdir("wal")
     pgvault = pg_bin_for_postgres()
-    env = PgvaultEnv(base / "env", AMQP, {"type": "local", "path": str(base / "store")}, pgvault) \
-        if (base / "env").mkdir() is None else None
+    env = (
+        PgvaultEnv(base / "env", AMQP, {"type": "local", "path": str(base / "store")}, pgvault)
+        if (base / "env").mkdir() is None
+        else None
+    )
     assert env is not None
     try:
         env.cli("init")

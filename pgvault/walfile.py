@@ -29,7 +29,7 @@ class WalName:
 
     __slots__ = ("log", "name", "seg", "timeline", "type")
 
-    def __init__(self, name: str, type: str, timeline: int, log: int = 0, seg: int = 0) -> None:  # noqa: A002
+    def __init__(self, name: str, type: str, timeline: int, log: int = 0, seg: int = 0) -> None:
         self.name = name
         self.type = type  # "segment" | "history" | "partial" | "backup"
         self.timeline = timeline
@@ -128,6 +128,7 @@ class WalHeader:
 
     def __init__(
         self,
+        *,
         magic: int,
         info: int,
         timeline: int,
@@ -156,7 +157,15 @@ def read_header(data: bytes) -> WalHeader:
         raise ValueError("first page has no long header")
     if seg_size <= 0 or seg_size & (seg_size - 1) or not 1 << 20 <= seg_size <= 1 << 30:
         raise ValueError(f"implausible WAL segment size {seg_size}")
-    return WalHeader(magic, info, tli, pageaddr, sysid, seg_size, blcksz)
+    return WalHeader(
+        magic=magic,
+        info=info,
+        timeline=tli,
+        pageaddr=pageaddr,
+        system_identifier=sysid,
+        seg_size=seg_size,
+        block_size=blcksz,
+    )
 
 
 def header_bytes() -> int:

@@ -43,8 +43,11 @@ def show(env: PgvaultEnv, *args: str) -> subprocess.CompletedProcess[str]:
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     moto = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     time.sleep(2)
@@ -59,12 +62,23 @@ def main() -> int:
     moto = None
     if os.environ.get("DEMO_S3") == "1":
         moto, endpoint = start_moto()
-        storage = {"type": "s3", "endpoint_url": endpoint, "bucket": "demo-backups",
-                   "prefix": "postgres", "region": "us-east-1", "path_style": True}
+        storage = {
+            "type": "s3",
+            "endpoint_url": endpoint,
+            "bucket": "demo-backups",
+            "prefix": "postgres",
+            "region": "us-east-1",
+            "path_style": True,
+        }
     else:
         storage = {"type": "local", "path": str(RUN_DIR / "store"), "prefix": "postgres"}
-    env = PgvaultEnv(RUN_DIR, AMQP, storage, pgvault_for_postgres(),
-                     extra={"postgres": {"databases": ["medusa_production", "strapi_production"]}})
+    env = PgvaultEnv(
+        RUN_DIR,
+        AMQP,
+        storage,
+        pgvault_for_postgres(),
+        extra={"postgres": {"databases": ["medusa_production", "strapi_production"]}},
+    )
     failures: list[str] = []
     try:
         step(f"pgvault init (cluster {env.cluster}, store {storage['type']})")
@@ -76,15 +90,20 @@ def main() -> int:
         print(f"  port {pg.port}, data {pg.datadir}")
         for db in ("medusa_production", "strapi_production"):
             pg.sql(f'CREATE DATABASE "{db}"')
-            pg.sql("CREATE TABLE orders (id bigserial PRIMARY KEY, placed_at timestamptz "
-                   "DEFAULT now(), total numeric(12,2), customer jsonb)", dbname=db)
+            pg.sql(
+                "CREATE TABLE orders (id bigserial PRIMARY KEY, placed_at timestamptz "
+                "DEFAULT now(), total numeric(12,2), customer jsonb)",
+                dbname=db,
+            )
         step("producer and upload/verify/catalog/alert workers in the background")
         env.start_pipeline()
         step("writes across several WAL switches")
-        for i in range(5):
-            pg.sql("INSERT INTO orders(total, customer) SELECT random()*500, "
-                   "jsonb_build_object('n', g) FROM generate_series(1, 5000) g",
-                   dbname="medusa_production")
+        for _ in range(5):
+            pg.sql(
+                "INSERT INTO orders(total, customer) SELECT random()*500, "
+                "jsonb_build_object('n', g) FROM generate_series(1, 5000) g",
+                dbname="medusa_production",
+            )
             print(f"  switched {pg.switch_wal()}")
         last = pg.switch_wal()
         pg.wait_archived(last)
@@ -113,8 +132,10 @@ def main() -> int:
             print(f"  FAILED: {failure}")
         print(f"  logs in {RUN_DIR}")
         return 1
-    print(f"  every archived WAL segment was copied, uploaded, read back, checksummed and "
-          f"catalogued ({elapsed:.0f}s)")
+    print(
+        f"  every archived WAL segment was copied, uploaded, read back, checksummed and "
+        f"catalogued ({elapsed:.0f}s)"
+    )
     return 0
 
 

@@ -57,25 +57,38 @@ def test_bad_values_are_one_line_naming_the_key(
 
 def test_cli_reports_bad_config_in_one_line(tmp_path: Path) -> None:
     path = cfg(tmp_path, {"storage": {"type": "ftp"}})
-    proc = subprocess.run([sys.executable, "-m", "pgvault", "--config", str(path), "config", "show"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgvault", "--config", str(path), "config", "show"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("pgvault: error: config") and proc.stderr.count("\n") == 1
 
 
 def test_config_show_masks_secrets(tmp_path: Path) -> None:
-    path = cfg(tmp_path, {
-        "broker": {"url": "amqp://ops:hunter2@mq:5672/%2F"},
-        "alerts": {"discord_webhook_url": "https://discord.example/api/webhooks/1/tok3n"},
-    })
-    proc = subprocess.run([sys.executable, "-m", "pgvault", "--config", str(path), "config", "show",
-                           "--json"], capture_output=True, text=True, check=True)
+    path = cfg(
+        tmp_path,
+        {
+            "broker": {"url": "amqp://ops:hunter2@mq:5672/%2F"},
+            "alerts": {"discord_webhook_url": "https://discord.example/api/webhooks/1/tok3n"},
+        },
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgvault", "--config", str(path), "config", "show", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "hunter2" not in proc.stdout and "tok3n" not in proc.stdout
     data = json.loads(proc.stdout)
     assert data["broker"]["url"] == "amqp://ops:****@mq:5672/%2F"
 
 
-def test_light_loader_agrees_with_full_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_light_loader_agrees_with_full_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = cfg(tmp_path, {"cluster": "c1", "spool_dir": "/srv/spool"})
     for env in ({}, {"PGVAULT_SPOOL_DIR": "/other", "PGVAULT_CLUSTER": "c2"}):
         for key, value in env.items():

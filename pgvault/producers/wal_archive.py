@@ -35,7 +35,7 @@ def _fsync_dir(path: str) -> None:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    try:  # noqa: SIM105 - contextlib costs an import on this path
         os.unlink(path)
     except OSError:
         pass

@@ -43,7 +43,7 @@ demo: venv services
 	$(BIN)/python scripts/demo.py
 
 bench: venv services
-	$(BIN)/python bench/wal_archive.py
+	for b in bench/[a-z]*.py; do [ "$$b" = bench/common.py ] || $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -78,10 +78,11 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, pipeline
+    from pgvault.cli import catalog, groups, pipeline
 
     pipeline.register(app)
     app.add_typer(catalog.app, name="catalog")
+    groups.register(app)
 
 
 def run(argv: list[str] | None = None) -> int:

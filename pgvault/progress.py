@@ -1,0 +1,75 @@
+"""Progress on long work: a live line on a terminal, nothing under systemd or cron."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+
+def interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def byte_progress(label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n_bytes)`. Shows bytes, rate and elapsed time when stderr is a TTY."""
+    if not interactive():
+        yield lambda _n: None
+        return
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn() if total else TextColumn(""),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
+def watch_file(label: str, path_size: Callable[[], int], poll_s: float = 0.5) -> Iterator[None]:
+    """Show a growing output file's size while a child process writes it."""
+    if not interactive():
+        yield
+        return
+    import threading
+
+    stop = threading.Event()
+    with Progress(
+        TextColumn("{task.description}"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def poll() -> None:
+            while not stop.wait(poll_s):
+                bar.update(task, completed=path_size())
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def elapsed(start: float) -> str:
+    secs = time.monotonic() - start
+    return f"{secs:.1f}s" if secs < 120 else f"{secs / 60:.1f}min"

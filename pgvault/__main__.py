@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-FAST_COMMANDS = ("wal-archive",)
+FAST_COMMANDS = ("wal-archive", "wal-restore")
 
 
 def _split_config(args: list[str]) -> tuple[str | None, list[str]]:
@@ -29,9 +29,13 @@ def _split_config(args: list[str]) -> tuple[str | None, list[str]]:
 def main() -> int:
     config, rest = _split_config(sys.argv[1:])
     if rest and rest[0] in FAST_COMMANDS and not {"-h", "--help"} & set(rest):
-        from pgvault.producers import wal_archive
+        if rest[0] == "wal-archive":
+            from pgvault.producers import wal_archive
 
-        return wal_archive.main(rest[1:], config)
+            return wal_archive.main(rest[1:], config)
+        from pgvault.restore import wal_restore
+
+        return wal_restore.main(rest[1:], config)
     from pgvault.cli import run
 
     return run()

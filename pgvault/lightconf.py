@@ -41,11 +41,12 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, object]:
 
 
 class LightConfig:
-    __slots__ = ("cluster", "spool_dir")
+    __slots__ = ("catalog_path", "cluster", "spool_dir")
 
-    def __init__(self, cluster: str, spool_dir: str) -> None:
+    def __init__(self, cluster: str, spool_dir: str, catalog_path: str) -> None:
         self.cluster = cluster
         self.spool_dir = spool_dir
+        self.catalog_path = catalog_path
 
 
 def load_light(explicit: str | None = None) -> LightConfig:
@@ -56,4 +57,9 @@ def load_light(explicit: str | None = None) -> LightConfig:
         raise ConfigError("config: cluster must be a non-empty string")
     if not isinstance(spool, str) or not spool:
         raise ConfigError("config: spool_dir must be a directory path")
-    return LightConfig(cluster=cluster, spool_dir=spool)
+    catalog = os.environ.get("PGVAULT_CATALOG_PATH") or data.get(
+        "catalog_path", DEFAULT_CATALOG_PATH
+    )
+    if not isinstance(catalog, str) or not catalog:
+        raise ConfigError("config: catalog_path must be a file path")
+    return LightConfig(cluster=cluster, spool_dir=spool, catalog_path=catalog)

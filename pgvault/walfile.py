@@ -74,8 +74,8 @@ def parse_name(name: str) -> WalName:
         return WalName(name, "segment", tli, log, seg)
     if m := _HISTORY.match(name):
         tli = int(m.group(1), 16)
-        if tli < 2:
-            raise ValueError(f"{name!r}: history files start at timeline 2")
+        if tli == 0:  # 00000001.history never exists, but PostgreSQL asks for it
+            raise ValueError(f"{name!r}: timeline 0 does not exist")
         return WalName(name, "history", tli)
     if m := _PARTIAL.match(name):
         tli, log, seg = (int(g, 16) for g in m.groups())

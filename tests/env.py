@@ -112,6 +112,9 @@ class PgvaultEnv:
         if start:
             pg.start()
         self.pg = pg
+        # pgvault backs up this cluster from now on
+        self.data.setdefault("postgres", {}).update(host="127.0.0.1", port=pg.port, user="postgres")
+        self.write_config()
         return pg
 
     # -- running the CLI -----------------------------------------------------------

@@ -78,9 +78,10 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, groups, pipeline
+    from pgvault.cli import catalog, groups, pipeline, restorable
 
     pipeline.register(app)
+    restorable.register(catalog.app)
     app.add_typer(catalog.app, name="catalog")
     groups.register(app)
 

@@ -2,10 +2,219 @@
 
 from __future__ import annotations
 
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+from pgvault.cli.output import emit_json, human_bytes
+from pgvault.errors import UsageError
+
+if TYPE_CHECKING:
+    from pgvault.catalog.db import CatalogDB
+    from pgvault.config import Settings
+
+
+class TargetAction(StrEnum):
+    promote = "promote"
+    pause = "pause"
+    shutdown = "shutdown"
+
+
+def _deps(ctx: typer.Context) -> tuple[Settings, CatalogDB]:
+    from pgvault.catalog import open_catalog
+    from pgvault.cli import state
+
+    settings = state(ctx).settings
+    return settings, open_catalog(settings)
+
+
+def backup_physical(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+) -> None:
+    """Take a base backup (pg_basebackup, tar, zstd, WAL included) into the spool.
+
+    The backup is checked against PostgreSQL's backup_manifest (SHA-256 of every file,
+    the WAL range present), written with manifest.json last, and renamed into
+    spool_dir/physical/<backup_id>/; the producer announces it and the workers upload,
+    verify and catalogue it. Needs a role with REPLICATION. On failure nothing is left
+    in the spool, the run is recorded and an alert raised.
+    """
+    from pgvault.broker import open_broker
+    from pgvault.producers.physical import take_physical_backup
+
+    settings, catalog = _deps(ctx)
+    result = take_physical_backup(settings, catalog, open_broker(settings))
+    m = result.manifest
+    if json_out:
+        emit_json({k: v for k, v in m.items() if k != "verification"} | {"path": str(result.path)})
+        return
+    typer.echo(
+        f"base backup {result.backup_id}: timeline {m['timeline']}, {m['start_wal']} .. "
+        f"{m['stop_wal']}, {human_bytes(m['size'])} ({human_bytes(m['data_size'])} of data), "
+        f"{m['duration_s']:.1f}s; {m['verification']['base_files_sha256_checked']} files "
+        f"verified against backup_manifest -> {result.path}"
+    )
+
+
+def restore_pitr(
+    ctx: typer.Context,
+    to: str = typer.Option(..., "--to", help="Target time, ISO 8601 (no zone = UTC)."),
+    target_dir: Path = typer.Option(..., "--target-dir", help="Empty or new data directory."),
+    port: int | None = typer.Option(
+        None, "--port", help="Port for the restored server (default: a free one)."
+    ),
+    start: bool = typer.Option(
+        False, "--start", help="Start the server and wait until recovery reached the target."
+    ),
+    target_action: TargetAction = typer.Option(
+        TargetAction.promote, "--target-action", help="What the server does at the target."
+    ),
+    as_primary: bool = typer.Option(
+        False,
+        "--as-primary",
+        help="This cluster becomes the new production: keep archiving (default: archive_mode=off).",
+    ),
+    owner: str = typer.Option(
+        "postgres",
+        "--owner",
+        help="OS user that owns and runs the restored cluster (when pgvault runs as root).",
+    ),
+    timeout: float = typer.Option(3600, "--timeout", help="Seconds to wait for recovery."),
+    json_out: bool = typer.Option(False, "--json", help="Result as JSON."),
+) -> None:
+    """Restore the cluster to a point in time: base backup + WAL replayed to --to.
+
+    The catalog picks the newest verified base backup before T with an unbroken verified
+    WAL chain to T (see `pgvault catalog restorable --at T`); exit 1 when T is not
+    restorable. Every fetched file is checked against its sha256 and the extracted tree
+    with pg_verifybackup. The restored cluster does not archive (it must never write a
+    new timeline into the production archive) unless --as-primary is given.
+    """
+    from pgvault.consumers.factory import identities_for
+    from pgvault.ids import parse_time
+    from pgvault.restore.pitr import restore_pitr as run
+    from pgvault.storage import open_store
+
+    settings, catalog = _deps(ctx)
+    try:
+        when = parse_time(to)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    result = run(
+        settings,
+        catalog,
+        open_store(settings.storage),
+        to=when,
+        target_dir=target_dir,
+        port=port,
+        start=start,
+        action=target_action.value,
+        as_primary=as_primary,
+        identities=identities_for(settings),
+        owner=owner,
+        timeout=timeout,
+    )
+    if json_out:
+        emit_json(result.as_dict())
+        return
+    typer.echo(
+        f"restored base backup {result.backup_id} into {result.target_dir} "
+        f"(timeline {result.timeline}, {result.segments} WAL segments, "
+        f"{human_bytes(result.wal_bytes)} to replay)"
+    )
+    typer.echo(
+        f"archive_mode = {result.archive_mode}"
+        + (
+            ""
+            if result.archive_mode == "on"
+            else " (a restored copy never archives into production; --as-primary keeps it on)"
+        )
+    )
+    if result.started:
+        typer.echo(
+            f"recovery reached {result.target}: last replayed commit "
+            f"{result.restored_to or '(none since the backup)'}, in {result.duration_s:.1f}s"
+        )
+        typer.echo(f"connect: psql -h {result.socket_dir} -p {result.port}")
+    else:
+        typer.echo(f"start it with: pg_ctl -D {result.target_dir} start  (port {result.port})")
+
+
+def drill_pitr(
+    ctx: typer.Context,
+    scratch: Path | None = typer.Option(
+        None, "--scratch-dir", help="Where to restore (default: the system temp directory)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed for the target time."),
+    owner: str = typer.Option("postgres", "--owner", help="OS user running the scratch server."),
+    json_out: bool = typer.Option(False, "--json", help="Result as JSON."),
+) -> None:
+    """Restore to a random time in the newest window from the STORE, check, clean up.
+
+    Records the drill (result, measured RTO) in the catalog and alerts on failure; exit 1
+    when the drill failed.
+    """
+    from pgvault.broker import open_broker
+    from pgvault.consumers.factory import identities_for
+    from pgvault.restore.drill_pitr import drill_pitr as run
+    from pgvault.storage import open_store
+
+    settings, catalog = _deps(ctx)
+    root = scratch or Path(tempfile.gettempdir())
+    result = run(
+        settings,
+        catalog,
+        open_store(settings.storage),
+        open_broker(settings),
+        scratch=root,
+        identities=identities_for(settings),
+        seed=seed,
+        owner=owner,
+    )
+    if json_out:
+        emit_json(
+            {
+                "ok": result.ok,
+                "target": result.target,
+                "backup_id": result.backup_id,
+                "duration_s": result.duration_s,
+                "details": result.details,
+            }
+        )
+    else:
+        verdict = "ok" if result.ok else "FAILED"
+        typer.echo(
+            f"pitr drill {verdict}: target {result.target}, base backup "
+            f"{result.backup_id}, RTO {result.duration_s:.1f}s"
+            + ("" if result.ok else f": {result.details.get('error')}")
+        )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def wal_restore(
+    name: str = typer.Argument(..., help="%f: the WAL file PostgreSQL wants."),
+    path: str = typer.Argument(..., help="%p: where to put it."),
+) -> None:
+    """PostgreSQL's restore_command: fetch one WAL file, verified, from spool or store.
+
+    Set restore_command = 'pgvault wal-restore %f %p' (pgvault restore pitr does).
+    Exit 0 when PATH holds the file (sha256 checked), 1 when it does not exist (normal
+    end of recovery), 254 on any other failure so PostgreSQL aborts recovery instead of
+    ending it early. Prefetches the next segments in the background.
+    """
+    raise UsageError("wal-restore is run directly, not through this help path")
 
 
 def register(
     app: typer.Typer, backup_app: typer.Typer, restore_app: typer.Typer, drill_app: typer.Typer
 ) -> None:
     """Add the physical/PITR commands to their groups (wal-restore to the root app)."""
+    app.command("wal-restore")(wal_restore)
+    backup_app.command("physical")(backup_physical)
+    restore_app.command("pitr")(restore_pitr)
+    drill_app.command("pitr")(drill_pitr)

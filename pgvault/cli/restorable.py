@@ -1,0 +1,177 @@
+"""`pgvault catalog restorable [--at T]`: the question the catalog exists to answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from pgvault.cli.catalog import _catalog, _short_time
+from pgvault.cli.output import emit_json, human_bytes
+from pgvault.errors import UsageError
+
+
+def _window_json(w: Any) -> dict[str, Any]:
+    return {
+        "backup_id": w.backup_id,
+        "start": w.start,
+        "end": w.end,
+        "usable": w.usable,
+        "timeline": w.backup_timeline,
+        "target_timeline": w.target_timeline,
+        "segments": sum(p.count() for p in w.portions),
+        "broken_at": w.broken_at,
+        "needs": w.needs,
+    }
+
+
+def _logical_json(rows: list[dict[str, Any]], target: str | None) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        item = {
+            "db": r["db"],
+            "backup_id": r["backup_id"],
+            "finished_at": r["finished_at"],
+            "command": f"pgvault restore logical --db {r['db']} --target-db "
+            f"{r['db']}_restored --backup {r['backup_id']}",
+        }
+        if target:
+            item["data_loss_s"] = r.get("data_loss_s")
+        out.append(item)
+    return out
+
+
+def restorable_cmd(
+    ctx: typer.Context,
+    at: str | None = typer.Option(
+        None,
+        "--at",
+        help="Is this time restorable, and how? ISO 8601, no zone = UTC. Exit 0 yes, 1 no.",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Stable JSON (see docs/JSON.md)."),
+) -> None:
+    """What can I restore to, and how?
+
+    Without --at: the restorable windows (from each verified base backup's stop time to
+    the last commit its unbroken verified WAL chain covers, following timeline switches),
+    merged; where each chain breaks; and the newest verified dump per database.
+    With --at T: yes and the plan (base backup, WAL segments, the command), or no and the
+    nearest restorable points, with the data-loss bound of each logical fallback.
+    """
+    from pgvault.ids import parse_time
+
+    cat = _catalog(ctx)
+    if at is None:
+        _show_windows(cat, json_out)
+        return
+    try:
+        when = parse_time(at)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not _show_answer(cat, when, json_out):
+        raise typer.Exit(1)
+
+
+def _show_windows(cat: Any, json_out: bool) -> None:
+    from pgvault.catalog.restorable import logical_options, merged, windows
+
+    ws = windows(cat)
+    spans = merged(ws)
+    logical = _logical_json(logical_options(cat), None)
+    if json_out:
+        emit_json(
+            {
+                "cluster": cat.cluster,
+                "windows": [{"start": s, "end": e} for s, e in spans],
+                "backups": [_window_json(w) for w in ws],
+                "logical": logical,
+            }
+        )
+        return
+    typer.echo(
+        "point-in-time windows (UTC):"
+        if spans
+        else "no point-in-time window yet (needs a verified base backup and its WAL)"
+    )
+    for s, e in spans:
+        typer.echo(f"  {_short_time(s)} .. {_short_time(e)}")
+    for w in ws:
+        state = "usable" if w.usable else f"not usable (needs {w.needs or 'a commit after it'})"
+        typer.echo(
+            f"  base backup {w.backup_id}: {state}"
+            + (f"; WAL chain breaks at {w.broken_at}" if w.broken_at else "")
+        )
+    typer.echo(
+        "logical dumps (newest verified per database):" if logical else "no verified logical dump"
+    )
+    for item in logical:
+        typer.echo(
+            f"  {item['db']}: {item['backup_id']} (finished {_short_time(item['finished_at'])})"
+        )
+
+
+def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
+    from pgvault.catalog.restorable import restorable_at
+
+    answer = restorable_at(cat, when)
+    plan = answer.plan
+    logical = _logical_json(answer.logical, answer.target)
+    command = f"pgvault restore pitr --to {answer.target} --target-dir DIR" if plan else None
+    if json_out:
+        emit_json(
+            {
+                "cluster": cat.cluster,
+                "target": answer.target,
+                "restorable": plan is not None,
+                "plan": None
+                if plan is None
+                else {
+                    "backup_id": plan.window.backup_id,
+                    "backup_finished_at": plan.window.start,
+                    "timeline": plan.target_timeline,
+                    "first_segment": plan.first_segment,
+                    "last_segment": plan.last_segment,
+                    "segments": plan.segments,
+                    "wal_bytes": plan.wal_bytes,
+                    "command": command,
+                },
+                "nearest": {"before": answer.before, "after": answer.after},
+                "logical": logical,
+            }
+        )
+        return plan is not None
+    if plan:
+        typer.echo(
+            f"yes: base backup {plan.window.backup_id} (taken "
+            f"{_short_time(plan.window.start)}) + WAL segments {plan.first_segment} .. "
+            f"{plan.last_segment} ({plan.segments} segments, "
+            f"{human_bytes(plan.wal_bytes)})"
+        )
+        typer.echo(f"  -> {command}")
+    else:
+        typer.echo(f"no: {answer.target} is not restorable by PITR")
+        if answer.before:
+            typer.echo(f"  latest restorable point before it: {_short_time(answer.before)}")
+        if answer.after:
+            typer.echo(f"  earliest restorable point after it: {_short_time(answer.after)}")
+    for item in logical:
+        typer.echo(
+            f"  logical fallback {item['db']}: dump {item['backup_id']} taken "
+            f"{_short_time(item['finished_at'])} (data after it is lost: "
+            f"{_duration(item.get('data_loss_s') or 0)}) -> {item['command']}"
+        )
+    return plan is not None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def register(catalog_app: typer.Typer) -> None:
+    catalog_app.command("restorable")(restorable_cmd)

@@ -1,0 +1,217 @@
+"""`pgvault backup physical`: pg_basebackup into the spool, verified, with manifest.json.
+
+    pg_basebackup -Ft -Xstream --compress=client-zstd --checkpoint=fast
+                  --manifest-checksums=SHA256  -> spool/physical/.<id>.tmp/
+    pg_wal.tar -> pg_wal.tar.zst (PostgreSQL 15 leaves the streamed WAL uncompressed)
+    verify base.tar.zst and pg_wal.tar.zst against backup_manifest
+    manifest.json (written last) -> rename to spool/physical/<id>/
+
+The watcher announces the directory once it appears under its final name; upload, verify
+and catalog handle it like any other artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from pgvault import pg, spool
+from pgvault.alerting import raise_alert
+from pgvault.broker.base import Broker
+from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.runs import record_backup_run
+from pgvault.config import Settings
+from pgvault.errors import BackupError, PgvaultError
+from pgvault.ids import new_backup_id
+from pgvault.log import for_artifact
+from pgvault.pgtools import find_tool, libpq_env, run_tool
+from pgvault.producers.basebackup_verify import (
+    load_manifest,
+    verify_base_tar,
+    verify_wal_tar,
+    wal_range,
+)
+from pgvault.progress import watch_file
+from pgvault.storage.codec import sha256_file
+from pgvault.walfile import format_lsn, segment_name
+
+log = logging.getLogger(__name__)
+DATA_FILES = ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest")
+
+
+@dataclass
+class PhysicalResult:
+    backup_id: str
+    path: Path
+    manifest: dict[str, Any]
+
+
+def _server_facts(settings: Settings) -> dict[str, Any]:
+    with pg.connect(settings.postgres) as conn:
+        row = pg.fetch_one(
+            conn,
+            "SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sysid,"
+            " current_setting('server_version') AS version,"
+            " current_setting('server_version_num')::int AS version_num,"
+            " current_setting('wal_segment_size') AS seg_size,"
+            " current_setting('data_directory') AS data_directory",
+        )
+    assert row is not None
+    seg = str(row["seg_size"])
+    seg_size = int(seg[:-2]) * 1024 * 1024 if seg.endswith("MB") else int(seg)
+    return {
+        "system_identifier": row["sysid"],
+        "pg_version": row["version"],
+        "pg_version_num": row["version_num"],
+        "seg_size": seg_size,
+    }
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                continue
+    return total
+
+
+def _compress(src: Path, dst: Path, level: int) -> None:
+    cctx = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        cctx.copy_stream(fin, fout)
+        fout.flush()
+        os.fsync(fout.fileno())
+    src.unlink()
+
+
+def _run_basebackup(settings: Settings, target: Path, backup_id: str) -> None:
+    pgs = settings.postgres
+    args = [
+        find_tool("pg_basebackup", pgs.bin_dir),
+        "-D",
+        str(target),
+        "-Ft",
+        "-Xstream",
+        f"--compress=client-zstd:level={settings.storage.compression_level}",
+        "--checkpoint=fast",
+        "--manifest-checksums=SHA256",
+        "--no-password",
+        f"--label=pgvault-{backup_id}",
+    ]
+    env = libpq_env(pgs.host, pgs.port, pgs.user)
+    with watch_file("pg_basebackup", lambda: _dir_size(target)):
+        run_tool(args, env=env, what="pg_basebackup")
+
+
+def take_physical_backup(
+    settings: Settings, catalog: CatalogDB | None, broker: Broker | None
+) -> PhysicalResult:
+    """One base backup into the spool. Leaves nothing behind on failure."""
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    backup_id = new_backup_id(started)
+    alog = for_artifact(log, f"physical/{backup_id}")
+    root = settings.spool_dir / "physical"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{backup_id}.tmp"
+    final = root / backup_id
+    try:
+        if final.exists() or tmp.exists():
+            raise BackupError(f"backup {backup_id} already exists in the spool; retry in a second")
+        facts = _server_facts(settings)
+        tmp.mkdir(mode=0o750)
+        alog.info("pg_basebackup started")
+        _run_basebackup(settings, tmp, backup_id)
+        _compress(tmp / "pg_wal.tar", tmp / "pg_wal.tar.zst", settings.storage.compression_level)
+        manifest_pg = load_manifest(tmp / "backup_manifest")
+        checked = verify_base_tar(tmp / "base.tar.zst", manifest_pg)
+        wal_needed = verify_wal_tar(tmp / "pg_wal.tar.zst", manifest_pg, facts["seg_size"])
+        timeline, start_lsn, end_lsn = wal_range(manifest_pg)
+        finished = datetime.now(UTC)
+        files: list[dict[str, Any]] = []
+        for name in DATA_FILES:
+            digest = sha256_file(tmp / name)
+            files.append({"name": name, "size": digest.size, "sha256": digest.sha256})
+        seg = facts["seg_size"]
+        manifest = {
+            "format": "pgvault-manifest/1",
+            "kind": "physical",
+            "backup_id": backup_id,
+            "label": f"pgvault-{backup_id}",
+            "started_at": iso(started),
+            "finished_at": iso(finished),
+            "duration_s": round(time.monotonic() - t0, 3),
+            "timeline": timeline,
+            "start_lsn": start_lsn,
+            "end_lsn": end_lsn,
+            "start_lsn_text": format_lsn(start_lsn),
+            "end_lsn_text": format_lsn(end_lsn),
+            "start_wal": segment_name(timeline, start_lsn // seg, seg),
+            "stop_wal": segment_name(timeline, end_lsn // seg, seg),
+            "seg_size": seg,
+            "system_identifier": facts["system_identifier"],
+            "pg_version": facts["pg_version"],
+            "pg_version_num": facts["pg_version_num"],
+            "data_size": sum(int(f["Size"]) for f in manifest_pg["Files"]),
+            "size": sum(int(f["size"]) for f in files),
+            "verification": {"base_files_sha256_checked": checked, "wal_segments": wal_needed},
+            "files": files,
+        }
+        spool.fsync_tree(tmp)
+        spool.write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
+        os.rename(tmp, final)
+        spool.fsync_dir(root)
+    except (PgvaultError, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        message = str(exc) if isinstance(exc, PgvaultError) else f"{exc.strerror}: {exc.filename}"
+        if isinstance(exc, OSError) and exc.errno == 28:
+            message = f"spool {settings.spool_dir} is full (no space left)"
+        if catalog is not None:
+            record_backup_run(
+                catalog,
+                kind="physical",
+                target="cluster",
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                result="failed",
+                error=message,
+            )
+        raise_alert(
+            settings,
+            broker,
+            severity="critical",
+            check="backup_failed",
+            subject="physical",
+            summary=f"physical backup failed: {message}",
+            action="fix the cause and run `pgvault backup physical` again",
+        )
+        alog.error("failed: %s", message)
+        raise BackupError(f"physical backup failed: {message}") from None
+    if catalog is not None:
+        record_backup_run(
+            catalog,
+            kind="physical",
+            target="cluster",
+            started_at=started,
+            finished_at=finished,
+            result="ok",
+        )
+    alog.info(
+        "done in %.1fs: %d bytes, %d files verified against backup_manifest",
+        manifest["duration_s"],
+        manifest["size"],
+        checked,
+    )
+    return PhysicalResult(backup_id, final, manifest)

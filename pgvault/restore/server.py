@@ -1,0 +1,115 @@
+"""Starting, watching and stopping a restored cluster.
+
+When pgvault runs as root (an operator with sudo, the test suite), server programs run
+as the data directory's owner through `runuser`, as PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import time
+from pathlib import Path
+
+from pgvault import pg
+from pgvault.config import PostgresSettings
+from pgvault.errors import RestoreError
+from pgvault.pgtools import find_tool, last_line, run_tool
+
+
+class RestoredServer:
+    def __init__(
+        self, datadir: Path, port: int, bin_dir: str, superuser: str, socket_dir: Path
+    ) -> None:
+        self.datadir = datadir
+        self.port = port
+        self.socket_dir = socket_dir
+        self.bin_dir = bin_dir
+        self.superuser = superuser
+        self.logfile = datadir / "log" / "pgvault-restore.log"
+        self.owner = pwd.getpwuid(datadir.stat().st_uid).pw_name
+
+    def _cmd(self, tool: str, *args: str) -> list[str]:
+        argv = [find_tool(tool, self.bin_dir), *args]
+        if os.geteuid() == 0 and self.owner != "root":
+            return ["runuser", "-u", self.owner, "--", *argv]
+        return argv
+
+    def settings(self) -> PostgresSettings:
+        return PostgresSettings(
+            host=str(self.socket_dir), port=self.port, user=self.superuser, dbname="postgres"
+        )
+
+    def start(self, timeout: int) -> None:
+        self.logfile.parent.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            st = self.datadir.stat()
+            os.chown(self.logfile.parent, st.st_uid, st.st_gid)
+        proc = run_tool(
+            self._cmd(
+                "pg_ctl",
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                str(timeout),
+                "start",
+            ),
+            check=False,
+            timeout=timeout + 30,
+        )
+        if proc.returncode != 0 and not self.running():
+            raise RestoreError(f"restored server did not start: {self.log_problem()}")
+
+    def running(self) -> bool:
+        proc = run_tool(self._cmd("pg_ctl", "-D", str(self.datadir), "status"), check=False)
+        return proc.returncode == 0
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running():
+            run_tool(
+                self._cmd("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop"),
+                check=False,
+                timeout=120,
+            )
+
+    def log_problem(self) -> str:
+        try:
+            lines = self.logfile.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no server log)"
+        for line in reversed(lines):
+            if "FATAL" in line or "PANIC" in line:
+                return line.split("FATAL:", 1)[-1].strip() if "FATAL:" in line else line
+        return last_line("\n".join(lines))
+
+    def wait_recovered(self, action: str, timeout: float) -> str | None:
+        """Wait until recovery reached its target; returns the last replayed commit time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                if action == "shutdown":
+                    return None
+                raise RestoreError(f"restored server stopped during recovery: {self.log_problem()}")
+            try:
+                with pg.connect(self.settings()) as conn:
+                    row = pg.fetch_one(
+                        conn,
+                        "SELECT pg_is_in_recovery() AS rec, "
+                        "pg_last_xact_replay_timestamp() AS replayed, "
+                        "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() "
+                        "END AS pause",
+                    )
+                assert row is not None
+                done = (action == "promote" and not row["rec"]) or (
+                    action == "pause" and row["pause"] == "paused"
+                )
+                if done:
+                    replayed = row["replayed"]
+                    return replayed.isoformat() if replayed else None
+            except pg.PostgresError:
+                pass  # not accepting connections yet
+            time.sleep(0.5)
+        raise RestoreError(f"recovery did not reach its target within {timeout:.0f}s")

@@ -139,7 +139,24 @@ def _m001_core(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[tuple[str, Migration]] = [("001_core", _m001_core)]
+def _m002_backup_indexes(db: sqlite_utils.Database) -> None:
+    """Partial indexes SQLite can prove usable from `kind='logical'` / `kind='physical'`
+    (it cannot from an IN list), so backup lookups never scan the WAL rows."""
+    db.execute("DROP INDEX IF EXISTS artifacts_backups")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS artifacts_logical ON artifacts(db, finished_at) "
+        "WHERE kind = 'logical'"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS artifacts_physical ON artifacts(finished_at) "
+        "WHERE kind = 'physical'"
+    )
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_core", _m001_core),
+    ("002_backup_indexes", _m002_backup_indexes),
+]
 
 
 def now_iso() -> str:

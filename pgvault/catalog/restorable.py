@@ -79,7 +79,7 @@ class Answer:
 def physical_backups(catalog: CatalogDB) -> list[dict[str, Any]]:
     """Verified, not expiring base backups, newest first."""
     rows = catalog.query(
-        "SELECT * FROM artifacts WHERE kind='physical' AND state='verified' "
+        "SELECT * FROM artifacts WHERE kind = 'physical' AND state = 'verified' "
         "AND expiring_at IS NULL AND deleted_at IS NULL ORDER BY finished_at DESC"
     )
     for row in rows:
@@ -231,10 +231,11 @@ def logical_options(catalog: CatalogDB, target: str | None = None) -> list[dict[
     """Per database, the newest verified dump taken at or before T (or the newest)."""
     rows = catalog.query(
         "SELECT a.db, a.backup_id, a.finished_at, a.size, a.name FROM artifacts a "
-        "JOIN (SELECT db, MAX(finished_at) AS f FROM artifacts WHERE kind='logical' "
-        "AND state='verified' AND expiring_at IS NULL AND deleted_at IS NULL "
-        "AND (? IS NULL OR finished_at <= ?) GROUP BY db) m "
-        "ON a.db = m.db AND a.finished_at = m.f WHERE a.kind='logical' ORDER BY a.db",
+        "WHERE a.kind = 'logical' AND a.state = 'verified' AND a.expiring_at IS NULL "
+        "AND a.deleted_at IS NULL AND a.finished_at = (SELECT MAX(b.finished_at) "
+        "FROM artifacts b WHERE b.kind = 'logical' AND b.db = a.db AND b.state = 'verified' "
+        "AND b.expiring_at IS NULL AND b.deleted_at IS NULL "
+        "AND (? IS NULL OR b.finished_at <= ?)) ORDER BY a.db",
         (target, target),
     )
     if target:

@@ -138,12 +138,19 @@ class TimelineChain:
 
 
 def chain(conn: sqlite3.Connection, timeline: int) -> TimelineChain:
-    lo, hi, seg_size = conn.execute(
-        "SELECT MIN(segno), MAX(segno), MAX(seg_size) FROM artifacts "
-        "WHERE segno IS NOT NULL AND timeline=?",
-        (timeline,),
+    # two single-aggregate queries: SQLite answers each from one end of the index
+    lo, hi = (
+        conn.execute(
+            f"SELECT {agg}(segno) FROM artifacts WHERE segno IS NOT NULL AND timeline=?",  # noqa: S608
+            (timeline,),
+        ).fetchone()[0]
+        for agg in ("MIN", "MAX")
+    )
+    size_row = conn.execute(
+        "SELECT seg_size FROM artifacts WHERE segno IS NOT NULL AND timeline=? AND segno=?",
+        (timeline, lo),
     ).fetchone()
-    seg_size = int(seg_size or DEFAULT_SEG_SIZE)
+    seg_size = int(size_row[0] or DEFAULT_SEG_SIZE) if size_row else DEFAULT_SEG_SIZE
     verified_runs = runs(conn, timeline)
     holes: list[Hole] = []
     cursor = int(lo)
@@ -174,11 +181,7 @@ def chain(conn: sqlite3.Connection, timeline: int) -> TimelineChain:
             if states.get(segno) not in PENDING_STATES:
                 hole.names.append(segment_name(timeline, segno, seg_size))
     verified = sum(b - a + 1 for a, b in verified_runs)
-    present = int(
-        conn.execute(
-            "SELECT COUNT(*) FROM artifacts WHERE segno IS NOT NULL AND timeline=?", (timeline,)
-        ).fetchone()[0]
-    )
+    present = verified + sum(h.count - h.absent for h in holes)  # no COUNT(*) over millions
     return TimelineChain(timeline, seg_size, int(lo), int(hi), present, verified, holes)
 
 

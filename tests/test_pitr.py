@@ -214,8 +214,12 @@ def test_restore_after_a_timeline_switch_follows_the_new_timeline(make_env: EnvF
     history = [r for r in env.catalog().query("SELECT * FROM artifacts WHERE kind='history'")]
     assert [h["name"] for h in history] == ["00000002.history"]
     assert history[0]["state"] == "verified"
+    timelines = env.catalog().query("SELECT timeline, parent, is_current FROM timelines")
+    assert {(t["timeline"], t["parent"], t["is_current"]) for t in timelines} == {(2, 1, 1)}
     answer = env.cli_json("catalog", "restorable", "--at", t2)
     assert answer["restorable"] is True and answer["plan"]["timeline"] == 2
+    # the old timeline's window still ends at the branch point: t1 stays restorable
+    assert env.cli_json("catalog", "restorable", "--at", t1)["restorable"] is True
     _result, rows = restore_and_read(env, t2, "after-switch")
     assert rows == expected
     assert [r for r in rows if r[2].startswith("lost after t1")] == []

@@ -239,3 +239,38 @@ def test_archive_path_stays_light(setup: tuple[Path, Path, Path]) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
+def alerts_of(spool: Path) -> list[dict[str, str]]:
+    return [json.loads(p.read_text()) for p in sorted((spool / "alerts").glob("*.json"))]
+
+
+def test_segment_of_another_cluster_is_refused(setup: tuple[Path, Path, Path]) -> None:
+    cfg, spool, src = setup
+    ours = write_segment(src, SEG, sysid=111)
+    assert archive(cfg, ours, SEG).returncode == 0
+    assert "system_identifier=111" in (spool / "IDENTITY").read_text()
+    other_name = "000000010000000000000004"
+    foreign = write_segment(src, other_name, sysid=222)
+    proc = archive(cfg, foreign, other_name)
+    assert proc.returncode == 1
+    assert "belongs to database system 222" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (spool / "wal" / other_name).exists() and leftovers(spool) == []
+    assert [a["check"] for a in alerts_of(spool)] == ["wal_archive_foreign"]
+
+
+def test_new_timeline_needs_its_history_file_first(setup: tuple[Path, Path, Path]) -> None:
+    cfg, spool, src = setup
+    assert archive(cfg, write_segment(src, SEG), SEG).returncode == 0
+    tli2 = "000000020000000000000004"
+    early = archive(cfg, write_segment(src, tli2), tli2)
+    assert early.returncode == 1 and "history file must come first" in early.stderr
+    (src / "00000003.history").write_text("1\t0/3000000\tx\n2\t0/4000000\ty\n")
+    orphan = archive(cfg, src / "00000003.history", "00000003.history")
+    assert orphan.returncode == 1 and "does not know" in orphan.stderr
+    (src / "00000002.history").write_text("1\t0/4000000\tno recovery target specified\n")
+    assert archive(cfg, src / "00000002.history", "00000002.history").returncode == 0
+    assert archive(cfg, src / tli2, tli2).returncode == 0
+    assert "timelines=1,2" in (spool / "IDENTITY").read_text()
+    checks = [a["check"] for a in alerts_of(spool)]
+    assert checks == ["wal_archive_foreign", "wal_archive_foreign", "new_timeline"]

@@ -87,7 +87,7 @@ def _record_timeline(conn: sqlite3.Connection, event: ArtifactEvent) -> None:
     conn.execute(
         "INSERT INTO timelines(timeline, parent, switchpoint, reason, is_current, recorded_at) "
         "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT(timeline) DO UPDATE SET parent=excluded.parent, "
-        "switchpoint=excluded.switchpoint, reason=excluded.reason",
+        "switchpoint=excluded.switchpoint, reason=excluded.reason",  # keeps is_current
         (
             meta["timeline"],
             meta.get("parent"),

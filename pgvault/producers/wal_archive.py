@@ -20,6 +20,7 @@ import os
 import sys
 
 from pgvault.errors import ArchiveConflict, ArchiveError, PgvaultError, UsageError
+from pgvault.producers.lineage import Lineage
 from pgvault.walfile import WalName, parse_name, read_header
 
 CHUNK = 1 << 20
@@ -78,7 +79,7 @@ def _write_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def _copy_with_digest(src: str, tmp: str, wal: WalName) -> str:
+def _copy_with_digest(src: str, tmp: str, wal: WalName) -> tuple[str, bytes]:
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -99,7 +100,7 @@ def _copy_with_digest(src: str, tmp: str, wal: WalName) -> str:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return digest.hexdigest()
+    return digest.hexdigest(), first
 
 
 def archive(src: str, name: str, spool_dir: str) -> str:
@@ -121,13 +122,34 @@ def archive(src: str, name: str, spool_dir: str) -> str:
     tmp = os.path.join(wal_dir, f".{name}.{os.getpid()}.tmp")
     sum_tmp = tmp + CHECKSUM_SUFFIX
     try:
-        sha = _copy_with_digest(src, tmp, wal)
+        sha, first = _copy_with_digest(src, tmp, wal)
+        lineage = Lineage.load(spool_dir)
+        history = None
+        if wal.type == "history":
+            with open(tmp) as fh:
+                history = fh.read()
+        try:
+            note = lineage.admit(wal, first, history)
+        except ArchiveError as exc:
+            _alert(spool_dir, "critical", "wal_archive_foreign", name, str(exc))
+            raise
         try:
             os.link(tmp, dest)  # no-clobber publish: fails if the name exists
         except FileExistsError:
             return _compare_existing(src, dest, name, spool_dir)
         _write_file(sum_tmp, f"{sha}  {name}\n".encode())
         os.replace(sum_tmp, dest + CHECKSUM_SUFFIX)
+        if note:
+            lineage.save()
+            if wal.type == "history":
+                _alert(
+                    spool_dir,
+                    "info",
+                    "new_timeline",
+                    name,
+                    f"{note}: a promotion or `restore pitr --as-primary`. If neither was "
+                    "planned, find the cluster that promoted.",
+                )
         _fsync_dir(wal_dir)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -139,15 +161,19 @@ def archive(src: str, name: str, spool_dir: str) -> str:
     return "archived"
 
 
-def _compare_existing(src: str, dest: str, name: str, spool_dir: str) -> str:
-    if _sha256_of(src) == _sha256_of(dest):
-        return "duplicate"
+def _alert(spool_dir: str, severity: str, check: str, subject: str, summary: str) -> None:
     from pathlib import Path  # the rare path may pay for pathlib
 
     from pgvault import spool
 
-    spool.write_alert(
-        Path(spool_dir),
+    spool.write_alert(Path(spool_dir), severity, check, subject, summary)
+
+
+def _compare_existing(src: str, dest: str, name: str, spool_dir: str) -> str:
+    if _sha256_of(src) == _sha256_of(dest):
+        return "duplicate"
+    _alert(
+        spool_dir,
         "critical",
         "wal_archive_conflict",
         name,

@@ -23,6 +23,7 @@ from typing import Any
 
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.restorable import restorable_at
+from pgvault.catalog.timelines import set_current
 from pgvault.config import Settings
 from pgvault.errors import NotRestorable, RestoreError
 from pgvault.log import for_artifact
@@ -52,6 +53,7 @@ class PitrResult:
     restored_to: str | None
     fetched_from: dict[str, str]
     duration_s: float
+    replay_s: float | None = None  # server start -> target reached (WAL replay)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,10 +164,17 @@ def restore_pitr(
         from_store=from_store,
     )
     restored_to = None
+    replay_s = None
     if start:
         server = RestoredServer(target_dir, port, settings.postgres.bin_dir, superuser, socket_dir)
+        started_at = time.monotonic()
         server.start(timeout=int(timeout))
         restored_to = server.wait_recovered(action, timeout)
+        replay_s = round(time.monotonic() - started_at, 2)
+        if as_primary and action == "promote":
+            new_timeline = server.timeline()
+            set_current(catalog, new_timeline)
+            alog.info("timeline %d is now production's (catalog updated)", new_timeline)
         alog.info("recovery reached its target; last replayed commit %s", restored_to)
     return PitrResult(
         target=plan.target,
@@ -181,4 +190,5 @@ def restore_pitr(
         restored_to=restored_to,
         fetched_from=fetched,
         duration_s=round(time.monotonic() - t0, 2),
+        replay_s=replay_s,
     )

@@ -85,6 +85,10 @@ class RestoredServer:
                 return line.split("FATAL:", 1)[-1].strip() if "FATAL:" in line else line
         return last_line("\n".join(lines))
 
+    def timeline(self) -> int:
+        with pg.connect(self.settings()) as conn:
+            return int(pg.fetch_value(conn, "SELECT timeline_id FROM pg_control_checkpoint()"))
+
     def wait_recovered(self, action: str, timeout: float) -> str | None:
         """Wait until recovery reached its target; returns the last replayed commit time."""
         deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ and never printed; store credentials come from the AWS environment or profile on
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -111,7 +112,7 @@ class AlertSettings(_Section):
 
 class EncryptionSettings(_Section):
     recipients: list[str] = []
-    identity_file: str = ""
+    identity_file: str = ""  # or PGVAULT_AGE_IDENTITY (see load_settings)
 
     @field_validator("recipients")
     @classmethod
@@ -192,6 +193,9 @@ def load_settings(explicit: str | Path | None = None) -> Settings:
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, path)) from None
     settings.config_file = path
+    identity = os.environ.get("PGVAULT_AGE_IDENTITY")
+    if identity and not settings.encryption.identity_file:
+        settings.encryption.identity_file = identity
     return settings
 
 

@@ -142,3 +142,36 @@ def test_layout_keys_round_trip() -> None:
         assert lay.parse(key) == (kind, name, filename)
     assert lay.parse("postgres/other/wal/00000001/000000010000000000000001.zst") is None
     assert lay.parse("postgres/main/wal/00000001/junk") is None
+
+
+def test_age_round_trip_wrong_identity_and_tampering(tmp_path: Path) -> None:
+    import pyrage
+
+    from pgvault.errors import EncryptionError
+    from pgvault.keys import generate
+
+    recipient = generate(tmp_path / "id.txt")
+    other = generate(tmp_path / "other.txt")
+    assert recipient.startswith("age1") and recipient != other
+    assert oct((tmp_path / "id.txt").stat().st_mode & 0o777) == "0o600"
+    from pgvault.storage.codec import load_identities
+
+    ident = load_identities(tmp_path / "id.txt")
+    src = tmp_path / "src"
+    src.write_bytes(b"CANARY-row " * 5000)
+    out = tmp_path / "out"
+    encoding, _stored, content = encode_file(src, out, compress=True, recipients=[recipient])
+    assert encoding == Encoding("zstd", "age") and b"CANARY" not in out.read_bytes()
+    sink = io.BytesIO()
+    with out.open("rb") as fh:
+        assert decode_stream(fh, sink, encoding, ident)[1] == content
+    assert sink.getvalue() == src.read_bytes()
+    with pytest.raises(EncryptionError, match="no given age identity"), out.open("rb") as fh:
+        decode_stream(fh, None, encoding, load_identities(tmp_path / "other.txt"))
+    with pytest.raises(EncryptionError, match="identity_file"), out.open("rb") as fh:
+        decode_stream(fh, None, encoding, [])
+    bad = bytearray(out.read_bytes())
+    bad[len(bad) // 2] ^= 0x01
+    with pytest.raises(IntegrityError):
+        decode_stream(io.BytesIO(bytes(bad)), None, encoding, ident)
+    assert isinstance(ident[0], pyrage.x25519.Identity)

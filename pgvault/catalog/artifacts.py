@@ -138,7 +138,11 @@ def _update(
     if row["deleted_at"]:
         return Outcome("ignored", row["state"], "artifact was deleted by retention")
     if event.state == row["state"] == "verified":
-        conn.execute("UPDATE artifacts SET checked_at=? WHERE id=?", (event_at, row["id"]))
+        # a re-verification: when it was read back, and what it proved (content_verified)
+        conn.execute(
+            "UPDATE artifacts SET checked_at=?, meta=? WHERE id=?",
+            (event_at, json.dumps(event.meta, sort_keys=True, default=str), row["id"]),
+        )
         return Outcome("refreshed", row["state"])
     if not _should_apply(row["state"], row["state_at"], event.state, event_at):
         return Outcome("ignored", row["state"])

@@ -78,11 +78,12 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, groups, pipeline, restorable
+    from pgvault.cli import catalog, groups, keys, pipeline, restorable
 
     pipeline.register(app)
     restorable.register(catalog.app)
     app.add_typer(catalog.app, name="catalog")
+    app.add_typer(keys.app, name="keys")
     groups.register(app)
 
 

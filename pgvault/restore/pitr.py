@@ -87,6 +87,47 @@ def _prepare_target(target_dir: Path, needed: int) -> None:
         )
 
 
+def _materialize(
+    settings: Settings,
+    store: ObjectStore,
+    backup: dict[str, Any],
+    staging: Path,
+    target_dir: Path,
+    *,
+    identities: list[Any],
+    from_store: bool,
+) -> dict[str, str]:
+    """Fetch the base backup (sha256-checked), extract it, pg_verifybackup the tree."""
+    backup_id = str(backup["backup_id"])
+    files = {f.name: f for f in files_of(backup)}
+    total = sum(f.size for n, f in files.items() if n != "manifest.json")
+    fetched = {}
+    with byte_progress(f"fetching base backup {backup_id}", total) as advance:
+        for name in ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest"):
+            fetched[name] = fetch_file(
+                settings,
+                store,
+                files[name],
+                staging / name,
+                kind="physical",
+                name=backup_id,
+                identities=identities,
+                advance=advance,
+                prefer_spool=not from_store,
+            )
+    for_artifact(log, f"physical/{backup_id}").info("extracting into %s", target_dir)
+    extract_zst_tar(staging / "base.tar.zst", target_dir)
+    extract_zst_tar(staging / "pg_wal.tar.zst", target_dir / "pg_wal")
+    shutil.copy2(staging / "backup_manifest", target_dir / "backup_manifest")
+    # every extracted file against PostgreSQL's own manifest, and the WAL it needs
+    run_tool(
+        [find_tool("pg_verifybackup", settings.postgres.bin_dir), str(target_dir)],
+        what="pg_verifybackup",
+        timeout=3600,
+    )
+    return fetched
+
+
 def restore_pitr(
     settings: Settings,
     catalog: CatalogDB,
@@ -116,34 +157,23 @@ def restore_pitr(
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
     fetched: dict[str, str] = {}
     try:
-        files = {f.name: f for f in files_of(backup)}
-        total = sum(f.size for n, f in files.items() if n != "manifest.json")
-        with byte_progress(f"fetching base backup {backup_id}", total) as advance:
-            for name in ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest"):
-                fetched[name] = fetch_file(
-                    settings,
-                    store,
-                    files[name],
-                    staging / name,
-                    kind="physical",
-                    name=backup_id,
-                    identities=identities or [],
-                    advance=advance,
-                    prefer_spool=not from_store,
-                )
-        alog.info("extracting into %s", target_dir)
-        extract_zst_tar(staging / "base.tar.zst", target_dir)
-        extract_zst_tar(staging / "pg_wal.tar.zst", target_dir / "pg_wal")
-        shutil.copy2(staging / "backup_manifest", target_dir / "backup_manifest")
+        fetched = _materialize(
+            settings,
+            store,
+            backup,
+            staging,
+            target_dir,
+            identities=identities or [],
+            from_store=from_store,
+        )
+    except BaseException:
+        # nothing half-restored is left behind: the target was empty or absent before
+        shutil.rmtree(target_dir, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     superuser = settings.postgres.user
     ensure_server_files(target_dir, settings.postgres.bin_dir, superuser)
-    run_tool(
-        [find_tool("pg_verifybackup", settings.postgres.bin_dir), str(target_dir)],
-        what="pg_verifybackup",
-        timeout=3600,
-    )
     port = port or free_port()
     socket_dir = Path(tempfile.mkdtemp(prefix="pgvault-sock-"))
     if os.geteuid() == 0:

@@ -104,15 +104,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def kick_prefetch(config: str | None, wal: WalName, dest: str, *, use_spool: bool = True) -> None:
+def kick_prefetch(
+    config: str | None, wal: WalName, dest: str, *, spool_dir: str, use_spool: bool = True
+) -> None:
     """Start one background prefetcher for the segments after `wal` (never blocks)."""
     if wal.type != "segment":
         return
     names = _next_names(wal, dest)
     pdir = os.path.join(os.path.dirname(dest) or ".", PREFETCH_DIR)
+    spool_wal = os.path.join(spool_dir, "wal") if use_spool else None
+
+    def at_hand(n: str) -> bool:
+        return os.path.exists(os.path.join(pdir, n)) or bool(
+            spool_wal and os.path.exists(os.path.join(spool_wal, n))
+        )
+
+    if all(at_hand(n) for n in names):
+        return  # nothing to fetch: no process to start (it would compete with replay)
     os.makedirs(pdir, exist_ok=True)
-    if all(os.path.exists(os.path.join(pdir, n)) for n in names):
-        return
     lock = os.path.join(pdir, ".lock")
     try:
         with open(lock) as fh:
@@ -154,7 +163,7 @@ def serve(name: str, dest: str, config: str | None, *, use_spool: bool = True) -
 
         if not fetch_wal(config, name, dest, row):
             return EXIT_NOT_FOUND
-    kick_prefetch(config, wal, dest, use_spool=use_spool)
+    kick_prefetch(config, wal, dest, spool_dir=conf.spool_dir, use_spool=use_spool)
     return EXIT_OK
 
 

@@ -73,3 +73,22 @@ def watch_file(label: str, path_size: Callable[[], int], poll_s: float = 0.5) ->
 def elapsed(start: float) -> str:
     secs = time.monotonic() - start
     return f"{secs:.1f}s" if secs < 120 else f"{secs / 60:.1f}min"
+
+
+@contextmanager
+def counter(label: str, unit: str) -> Iterator[Callable[[int], None]]:
+    """Yields `tick(n)`: a live count of things done (objects listed, files checked)."""
+    if not interactive():
+        yield lambda _n: None
+        return
+    from rich.progress import MofNCompleteColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n: bar.advance(task, n)

@@ -153,9 +153,17 @@ def _m002_backup_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m003_exports(db: sqlite_utils.Database) -> None:
+    """What has been exported to the store as verification receipts (catalog/export.py)."""
+    db.table("exports").create(
+        {"key": str, "fingerprint": str, "exported_at": str}, pk="key", if_not_exists=True
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_core", _m001_core),
     ("002_backup_indexes", _m002_backup_indexes),
+    ("003_exports", _m003_exports),
 ]
 
 
@@ -242,6 +250,9 @@ class CatalogDB:
             raise CatalogError(f"catalog {self.path}: cannot begin: {exc}") from None
         try:
             yield self.conn
+        except sqlite3.Error as exc:
+            self.conn.execute("ROLLBACK")
+            raise CatalogError(f"catalog {self.path}: {exc}") from None
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise

@@ -78,10 +78,11 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, groups, keys, pipeline, restorable
+    from pgvault.cli import catalog, groups, keys, pipeline, rebuild, restorable
 
     pipeline.register(app)
     restorable.register(catalog.app)
+    rebuild.register(catalog.app)
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(keys.app, name="keys")
     groups.register(app)

@@ -23,12 +23,36 @@ class TargetAction(StrEnum):
     shutdown = "shutdown"
 
 
-def _deps(ctx: typer.Context) -> tuple[Settings, CatalogDB]:
+def _deps(ctx: typer.Context, *, restoring: bool = False) -> tuple[Settings, CatalogDB]:
     from pgvault.catalog import open_catalog
     from pgvault.cli import state
 
     settings = state(ctx).settings
+    if restoring:
+        return settings, catalog_for_restore(settings)
     return settings, open_catalog(settings)
+
+
+def catalog_for_restore(settings: Settings) -> CatalogDB:
+    """The catalog; on a host that has none (the VM is gone), rebuilt from the store first."""
+    from pgvault.catalog import open_catalog
+    from pgvault.cli.rebuild import run_rebuild
+
+    if settings.catalog_path.exists():
+        return open_catalog(settings, create=False)
+    typer.echo(
+        f"no catalog at {settings.catalog_path}: rebuilding it from the store first "
+        "(pgvault catalog rebuild)",
+        err=True,
+    )
+    catalog = open_catalog(settings)
+    report, _checked, _bad = run_rebuild(settings, catalog)
+    typer.echo(
+        f"rebuilt: {report.verified} verified and {report.unproven} unproven artifacts "
+        f"from {report.objects} objects",
+        err=True,
+    )
+    return catalog
 
 
 def backup_physical(
@@ -99,7 +123,7 @@ def restore_pitr(
     from pgvault.restore.pitr import restore_pitr as run
     from pgvault.storage import open_store
 
-    settings, catalog = _deps(ctx)
+    settings, catalog = _deps(ctx, restoring=True)
     try:
         when = parse_time(to)
     except ValueError as exc:

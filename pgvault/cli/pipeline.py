@@ -57,7 +57,15 @@ def producer(
 
     settings = state(ctx).settings
     broker = open_broker(settings)
-    prod = Producer(settings, broker, open_catalog(settings), rescan_s=rescan)
+    from pgvault.storage import open_store
+
+    prod = Producer(
+        settings,
+        broker,
+        open_catalog(settings),
+        store=open_store(settings.storage),
+        rescan_s=rescan,
+    )
     restore = install_stop_handlers(prod.stop, "producer")
     try:
         prod.run(once=once)

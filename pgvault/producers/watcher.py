@@ -34,6 +34,7 @@ from pgvault.errors import BrokerError, PgvaultError
 from pgvault.log import for_artifact
 from pgvault.producers.spoolscan import SpoolArtifact, artifact_at, scan
 from pgvault.schemas import AlertEvent, ArtifactEvent
+from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Producer:
         broker: Broker,
         catalog: CatalogDB | None,
         *,
+        store: ObjectStore | None = None,
         rescan_s: float = 60.0,
         reannounce_s: float = 600.0,
     ) -> None:
@@ -63,6 +65,7 @@ class Producer:
         self.spool_dir = settings.spool_dir
         self.broker = broker
         self.catalog = catalog
+        self.store = store
         self.rescan_s = rescan_s
         self.reannounce_s = reannounce_s
         self.announced: dict[tuple[str, str], float] = {}
@@ -174,6 +177,22 @@ class Producer:
             log.info("removed %d stale work file(s) from the spool", removed)
         return removed
 
+    def export_receipts(self) -> None:
+        """Verification receipts into the store (catalog/export.py), best effort."""
+        if self.catalog is None or self.store is None:
+            return
+        from pgvault.catalog.export import export
+        from pgvault.storage.layout import Layout
+
+        try:
+            export(
+                self.catalog,
+                self.store,
+                Layout(self.settings.storage.prefix, self.settings.cluster),
+            )
+        except PgvaultError as exc:
+            log.warning("catalog export to the store failed (%s); retrying next rescan", exc)
+
     def _consider(self, path: Path) -> None:
         if path.parent == self.spool_dir / "alerts":
             self.publish_alert_files()
@@ -191,6 +210,7 @@ class Producer:
             self.reconcile(initial=True)
             self.clean_spool()
             self.clean_stale_tmp()
+            self.export_receipts()
             return
         events: queue.Queue[Path] = queue.Queue()
         observer = Observer()
@@ -214,6 +234,7 @@ class Producer:
                     self.reconcile()
                     self.clean_spool()
                     self.clean_stale_tmp()
+                    self.export_receipts()
                     sd_notify("WATCHDOG=1")
                     next_scan = time.monotonic() + self.rescan_s
         finally:

@@ -1,0 +1,363 @@
+"""`pgvault catalog rebuild`: recreate (or reconcile) the catalog from the store alone.
+
+1. List the cluster's prefix (paginated) and group objects by artifact.
+2. Read the verification receipts (catalog/export.py): receipted artifacts come back
+   verified, with every fact they had, without a request per object.
+3. Everything else is described from object metadata (WAL: one HEAD each, in parallel)
+   or from its manifest.json (backups) and comes back `stored`: present but not proven.
+   A backup directory without manifest.json (the commit marker) is incomplete: reported,
+   never catalogued, never restorable.
+4. Catalog rows whose objects are gone become `missing`; restorable windows shrink.
+5. `--verify` reads back what is not verified yet (or everything) and settles it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgvault.catalog.db import CatalogDB, iso, now_iso
+from pgvault.catalog.export import receipt_root
+from pgvault.catalog.wal import runs_add, runs_remove
+from pgvault.schemas import FileInfo
+from pgvault.storage import ObjectInfo, ObjectStore, objmeta
+from pgvault.storage.layout import Layout
+from pgvault.walfile import parse_name
+
+log = logging.getLogger(__name__)
+COLUMNS = (
+    "kind",
+    "name",
+    "state",
+    "state_at",
+    "wal_type",
+    "timeline",
+    "segno",
+    "seg_size",
+    "start_lsn",
+    "end_lsn",
+    "first_commit",
+    "last_commit",
+    "db",
+    "backup_id",
+    "started_at",
+    "finished_at",
+    "size",
+    "stored_size",
+    "sha256",
+    "files",
+    "meta",
+    "created_at",
+    "stored_at",
+    "verified_at",
+    "checked_at",
+    "error",
+)
+
+
+@dataclass
+class RebuildReport:
+    objects: int = 0
+    receipts: int = 0
+    by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    verified: int = 0
+    unproven: int = 0
+    added: list[str] = field(default_factory=list)  # the catalog did not know them
+    missing: list[str] = field(default_factory=list)  # catalogued, object gone
+    incomplete: list[str] = field(default_factory=list)  # backups without manifest.json
+    unknown: list[str] = field(default_factory=list)  # objects that are no artifact
+    corrupt: list[str] = field(default_factory=list)  # found by --verify
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in self.__dict__.items()}
+
+
+def _listing(
+    store: ObjectStore, layout: Layout, report: RebuildReport, tick: Callable[[int], None]
+) -> tuple[dict[tuple[str, str], dict[str, ObjectInfo]], list[ObjectInfo]]:
+    groups: dict[tuple[str, str], dict[str, ObjectInfo]] = defaultdict(dict)
+    receipts = []
+    root = receipt_root(layout) + "/"
+    for info in store.list(layout.root + "/"):
+        report.objects += 1
+        tick(1)
+        if info.key.startswith(root):
+            receipts.append(info)
+            continue
+        parsed = layout.parse(info.key)
+        if parsed is None:
+            if "/.canary/" not in info.key:
+                report.unknown.append(info.key)
+            continue
+        kind, name, filename = parsed
+        groups[(kind, name)][filename] = info
+    return groups, receipts
+
+
+def _read_receipts(
+    store: ObjectStore, receipts: list[ObjectInfo]
+) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    timelines: list[dict[str, Any]] = []
+    drills: list[dict[str, Any]] = []
+    for info in receipts:
+        try:
+            data = json.loads(store.get_bytes(info.key))
+        except ValueError:
+            log.warning("unreadable receipt %s ignored", info.key)
+            continue
+        fmt = data.get("format", "")
+        if fmt.startswith("pgvault-wal-index/"):
+            for seg in data["segments"]:
+                rows[("wal", seg["name"])] = dict(seg, kind="wal", wal_type="segment")
+        elif fmt.startswith("pgvault-receipt/"):
+            art = data["artifact"]
+            rows[(art["kind"], art["name"])] = art
+        elif fmt.startswith("pgvault-timelines/"):
+            timelines = data["timelines"]
+        elif fmt.startswith("pgvault-drill/"):
+            drills.append(data["drill"])
+    return rows, timelines, drills
+
+
+def _file_from_head(key: str, name: str, info: ObjectInfo) -> FileInfo:
+    md = info.metadata
+    enc = objmeta.encoding_of(md)
+    return FileInfo(
+        name=name,
+        size=int(md.get("content-size", info.size)),
+        sha256=md.get("content-sha256") or md.get("sha256") or "0" * 64,
+        key=key,
+        stored_size=info.size,
+        stored_sha256=md.get("sha256"),
+        codec=enc.codec,
+        encryption=enc.encryption,
+    )
+
+
+def _describe(
+    store: ObjectStore, kind: str, name: str, objs: dict[str, ObjectInfo]
+) -> dict[str, Any] | None:
+    """A `stored` row from metadata / manifest.json; None for an incomplete backup."""
+    now = now_iso()
+    if kind in ("wal", "history"):
+        (info,) = objs.values()
+        head = store.head(info.key) or info
+        facts = objmeta.facts_of(head.metadata)
+        f = _file_from_head(info.key, name, head)
+        row = {
+            k: facts.get(k)
+            for k in (
+                "wal_type",
+                "timeline",
+                "segno",
+                "seg_size",
+                "start_lsn",
+                "end_lsn",
+                "first_commit",
+                "last_commit",
+            )
+        }
+        row.update(
+            wal_type=row["wal_type"] or parse_name(name).type,
+            timeline=row["timeline"] or parse_name(name).timeline,
+        )
+        files = [f]
+        meta = facts
+    else:
+        manifest_info = objs.get("manifest.json")
+        if manifest_info is None:
+            return None
+        manifest = json.loads(store.get_bytes(manifest_info.key))
+        files = []
+        for entry in manifest.get("files", []):
+            obj = objs.get(entry["name"])
+            if obj is None:
+                return None  # manifest names a file that is not there: incomplete
+            head = store.head(obj.key) or obj
+            files.append(
+                _file_from_head(obj.key, entry["name"], head).model_copy(
+                    update={"sha256": entry["sha256"], "size": entry["size"]}
+                )
+            )
+        head = store.head(manifest_info.key) or manifest_info
+        files.append(_file_from_head(manifest_info.key, "manifest.json", head))
+        meta = {k: v for k, v in manifest.items() if k not in ("files", "tables")}
+        row = {
+            k: meta.get(k)
+            for k in (
+                "timeline",
+                "start_lsn",
+                "end_lsn",
+                "db",
+                "backup_id",
+                "started_at",
+                "finished_at",
+            )
+        }
+    row.update(
+        kind=kind,
+        name=name,
+        state="stored",
+        state_at=now,
+        created_at=now,
+        stored_at=now,
+        files=[x.model_dump(exclude_none=True) for x in files],
+        meta=meta,
+        size=sum(x.size for x in files),
+        stored_size=sum(x.stored_size or 0 for x in files),
+        sha256=files[-1].sha256,
+    )
+    return row
+
+
+def _write(catalog: CatalogDB, row: dict[str, Any], report: RebuildReport) -> None:
+    values = {c: row.get(c) for c in COLUMNS}
+    values["files"] = json.dumps(values["files"] or [])
+    values["meta"] = json.dumps(values["meta"] or {}, sort_keys=True, default=str)
+    with catalog.transaction() as conn:
+        cur = conn.execute(
+            "SELECT id, state, sha256 FROM artifacts WHERE kind=? AND name=?",
+            (row["kind"], row["name"]),
+        )
+        old = cur.fetchone()
+        segment = row.get("segno") is not None and row.get("timeline") is not None
+        if old is None:
+            names = ", ".join(values)
+            conn.execute(
+                f"INSERT INTO artifacts({names}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
+                tuple(values.values()),
+            )
+            report.added.append(f"{row['kind']}/{row['name']}")
+        elif old[1] == "verified" and row["state"] != "verified" and old[2] == row["sha256"]:
+            return  # the catalog already proved it; the store has it: keep
+        else:
+            sets = ", ".join(f"{c}=?" for c in values)
+            conn.execute(
+                f"UPDATE artifacts SET {sets}, deleted_at=NULL WHERE id=?",  # noqa: S608
+                (*values.values(), old[0]),
+            )
+        if segment:
+            if row["state"] == "verified":
+                runs_add(conn, int(row["timeline"]), int(row["segno"]))
+            else:
+                runs_remove(conn, int(row["timeline"]), int(row["segno"]))
+
+
+def _mark_missing(catalog: CatalogDB, present: set[tuple[str, str]], report: RebuildReport) -> None:
+    rows = catalog.query(
+        "SELECT id, kind, name, timeline, segno, state FROM artifacts "
+        "WHERE deleted_at IS NULL AND state IN ('stored', 'verified', 'corrupt')"
+    )
+    for r in rows:
+        if (r["kind"], r["name"]) in present:
+            continue
+        with catalog.transaction() as conn:
+            conn.execute(
+                "UPDATE artifacts SET state='missing', state_at=?, error=? WHERE id=?",
+                (now_iso(), "not in the store at rebuild", r["id"]),
+            )
+            if r["segno"] is not None and r["state"] == "verified":
+                runs_remove(conn, int(r["timeline"]), int(r["segno"]))
+        report.missing.append(f"{r['kind']}/{r['name']}")
+
+
+def _restore_side_tables(
+    catalog: CatalogDB, timelines: list[dict[str, Any]], drills: list[dict[str, Any]]
+) -> None:
+    with catalog.transaction() as conn:
+        for t in timelines:
+            conn.execute(
+                "INSERT INTO timelines(timeline, parent, switchpoint, reason, is_current, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(timeline) DO UPDATE SET "
+                "parent=excluded.parent, switchpoint=excluded.switchpoint, "
+                "is_current=excluded.is_current",
+                (
+                    t["timeline"],
+                    t.get("parent"),
+                    t.get("switchpoint"),
+                    t.get("reason"),
+                    t.get("is_current") or 0,
+                    t.get("recorded_at") or now_iso(),
+                ),
+            )
+        for d in drills:
+            conn.execute(
+                "INSERT OR IGNORE INTO drills(id, kind, target, backup, started_at, finished_at, "
+                "duration_s, result, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    d["id"],
+                    d["kind"],
+                    d["target"],
+                    d["backup"],
+                    d["started_at"],
+                    d["finished_at"],
+                    d["duration_s"],
+                    d["result"],
+                    d["details"],
+                ),
+            )
+
+
+def _matches(receipt: dict[str, Any], objs: dict[str, ObjectInfo]) -> bool:
+    """The receipted files are all there, with the sizes that were verified."""
+    for f in receipt["files"]:
+        obj = objs.get(f["name"])
+        if obj is None or obj.size != f.get("stored_size"):
+            return False
+    return bool(objs)
+
+
+def rebuild(
+    catalog: CatalogDB,
+    store: ObjectStore,
+    layout: Layout,
+    *,
+    tick: Callable[[int], None] = lambda _n: None,
+    workers: int = 16,
+) -> RebuildReport:
+    report = RebuildReport()
+    groups, receipt_objs = _listing(store, layout, report, tick)
+    receipted, timelines, drills = _read_receipts(store, receipt_objs)
+    report.receipts = len(receipt_objs)
+    present: set[tuple[str, str]] = set()
+
+    def build(item: tuple[tuple[str, str], dict[str, ObjectInfo]]) -> dict[str, Any] | None:
+        (kind, name), objs = item
+        receipt = receipted.get((kind, name))
+        if receipt is not None and _matches(receipt, objs):
+            when = receipt.get("verified_at") or now_iso()
+            row = {"state_at": when, "created_at": when, "stored_at": when} | receipt
+            return row | {
+                "kind": kind,
+                "state": "verified",
+                "deleted_at": None,
+                "expiring_at": None,
+            }
+        return _describe(store, kind, name, objs)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for key, row in zip(groups, pool.map(build, groups.items()), strict=True):
+            kind, name = key
+            if row is None:
+                report.incomplete.append(f"{kind}/{name}")
+                continue
+            present.add(key)
+            report.by_kind[kind] += 1
+            if row["state"] == "verified":
+                report.verified += 1
+            else:
+                report.unproven += 1
+            _write(catalog, row, report)
+            tick(0)
+    _mark_missing(catalog, present, report)
+    _restore_side_tables(catalog, timelines, drills)
+    return report
+
+
+__all__ = ["RebuildReport", "iso", "rebuild"]

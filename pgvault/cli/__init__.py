@@ -85,6 +85,9 @@ def _register() -> None:
     rebuild.register(catalog.app)
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(keys.app, name="keys")
+    from pgvault.cli import retention
+
+    app.add_typer(retention.app, name="retention")
     groups.register(app)
 
 

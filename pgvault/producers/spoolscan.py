@@ -9,6 +9,7 @@ lists the other files with their sizes and sha256 and is itself the commit marke
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,14 @@ class SpoolArtifact:
         if self.kind in ("wal", "history"):
             return [self.path, spool.checksum_path(self.path)]
         return [self.path]
+
+    def discard(self) -> None:
+        """Remove this artifact's spool copy (file + checksum, or the backup directory)."""
+        for path in self.all_paths():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def ready_event(self, cluster: str, reupload: bool = False) -> ArtifactEvent:
         return ArtifactEvent(

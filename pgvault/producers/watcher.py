@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -26,12 +25,13 @@ from watchdog.observers import Observer
 
 from pgvault import spool
 from pgvault.broker.base import Broker
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
 from pgvault.config import Settings
 from pgvault.consumers.worker import sd_notify
 from pgvault.errors import BrokerError, PgvaultError
 from pgvault.log import for_artifact
+from pgvault.producers.janitor import clean_spool, clean_stale_tmp
 from pgvault.producers.spoolscan import SpoolArtifact, artifact_at, scan
 from pgvault.schemas import AlertEvent, ArtifactEvent
 from pgvault.storage import ObjectStore
@@ -133,49 +133,12 @@ class Producer:
         return count
 
     def clean_spool(self, now: datetime | None = None) -> list[str]:
-        """Remove spool copies verified remotely longer than local_keep_days ago."""
         if self.catalog is None:
             return []
-        now = now or datetime.now(UTC)
-        cutoff = iso(now - timedelta(days=self.settings.retention.local_keep_days))
-        removed = []
-        for art in scan(self.spool_dir):
-            row = self._state(art)
-            if row is None or row["state"] != "verified" or not row["verified_at"]:
-                continue
-            if row["verified_at"] > cutoff:
-                continue
-            for path in art.all_paths():
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-            removed.append(f"{art.kind}/{art.name}")
-            for_artifact(log, f"{art.kind}/{art.name}").info(
-                "removed from spool (verified %s, keep %s days)",
-                row["verified_at"],
-                self.settings.retention.local_keep_days,
-            )
-        return removed
+        return clean_spool(self.settings, self.catalog, now)
 
     def clean_stale_tmp(self, max_age_s: float = 6 * 3600) -> int:
-        """Remove work files left by killed processes (tmp/ and hidden .tmp files)."""
-        cutoff = time.time() - max_age_s
-        removed = 0
-        candidates = [*(self.spool_dir / "tmp").glob("*"), *(self.spool_dir / "wal").glob(".*.tmp")]
-        for path in candidates:
-            try:
-                if path.stat().st_mtime < cutoff:
-                    if path.is_dir():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        if removed:
-            log.info("removed %d stale work file(s) from the spool", removed)
-        return removed
+        return clean_stale_tmp(self.spool_dir, max_age_s)
 
     def export_receipts(self) -> None:
         """Verification receipts into the store (catalog/export.py), best effort."""

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pgvault.catalog.db import CatalogDB
-from pgvault.catalog.restorable import restorable_at
+from pgvault.catalog.leases import lease
+from pgvault.catalog.restorable import Plan, restorable_at
 from pgvault.catalog.timelines import set_current
 from pgvault.config import Settings
 from pgvault.errors import NotRestorable, RestoreError
@@ -151,9 +152,54 @@ def restore_pitr(
         raise NotRestorable(not_restorable_message(answer))
     backup = plan.backup
     backup_id = str(backup["backup_id"])
-    alog = for_artifact(log, f"physical/{backup_id}")
     meta = backup["meta"]
     _prepare_target(target_dir, int(meta.get("data_size") or 0) + plan.wal_bytes)
+    wal_ranges = [(p.timeline, p.first, p.last) for p in plan.window.portions]
+    with lease(
+        catalog,
+        f"restore pitr to {plan.target}",
+        artifacts=[("physical", backup_id)],
+        wal=wal_ranges,
+        hours=max(1.0, timeout / 3600 + 1),
+    ):
+        return _restore(
+            settings,
+            catalog,
+            store,
+            plan=plan,
+            target_dir=target_dir,
+            port=port,
+            start=start,
+            action=action,
+            as_primary=as_primary,
+            identities=identities or [],
+            owner=owner,
+            timeout=timeout,
+            from_store=from_store,
+            t0=t0,
+        )
+
+
+def _restore(
+    settings: Settings,
+    catalog: CatalogDB,
+    store: ObjectStore,
+    *,
+    plan: Plan,
+    target_dir: Path,
+    port: int | None,
+    start: bool,
+    action: str,
+    as_primary: bool,
+    identities: list[Any],
+    owner: str,
+    timeout: float,
+    from_store: bool,
+    t0: float,
+) -> PitrResult:
+    backup = plan.backup
+    backup_id = str(backup["backup_id"])
+    alog = for_artifact(log, f"physical/{backup_id}")
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
     fetched: dict[str, str] = {}
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +54,11 @@ class ObjectStore(ABC):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under prefix (paginated by the backend). Metadata is not filled
         in by every backend's listing; call head() when it is needed."""
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove several objects (backends may batch); absent ones are not an error."""
+        for key in keys:
+            self.delete(key)
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_read(key) as fh:

@@ -9,7 +9,7 @@ AWS environment variables or a named profile, never from the pgvault config file
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -140,6 +140,26 @@ class S3Store(ObjectStore):
             err = _translate(exc, self._what(key))
             if not isinstance(err, ObjectMissing):
                 raise err from None
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, 1000 keys per request (R2 and MinIO support it too)."""
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            if not chunk:
+                continue
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
+            except Exception as exc:
+                raise _translate(exc, f"s3://{self.bucket} (delete {len(chunk)} objects)") from None
+            errors = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                raise StoreError(
+                    f"s3://{self.bucket}: {len(errors)} deletion(s) failed, e.g. "
+                    f"{errors[0].get('Key')}: {errors[0].get('Code')}"
+                )
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")

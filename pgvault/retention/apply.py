@@ -1,0 +1,102 @@
+"""Carrying out a retention plan, safely under a crash at any point.
+
+    1. mark every victim `expiring` (one transaction per batch); WAL segments also leave
+       the verified chain, so `catalog restorable` stops counting on them at once
+    2. delete its objects from the store (batched), then its spool copy
+    3. mark it `deleted`
+
+A rerun picks up whatever is `expiring` but not `deleted` and finishes it. A deletion
+that fails stays `expiring`, is reported, and is retried by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.wal import runs_remove
+from pgvault.errors import StoreError
+from pgvault.producers.spoolscan import locate
+from pgvault.retention.policy import RetentionPlan, segments_to_remove
+from pgvault.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+@dataclass
+class ApplyReport:
+    deleted: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+
+def victims(catalog: CatalogDB, retention: RetentionPlan) -> list[dict[str, Any]]:
+    rows = segments_to_remove(catalog, retention)
+    for d in retention.removed():
+        rows += catalog.query(
+            "SELECT id, kind, name, state, timeline, segno, files FROM artifacts "
+            "WHERE kind = ? AND name = ? AND deleted_at IS NULL",
+            (d.kind, d.name),
+        )
+    for kind, name in retention.resume:
+        rows += catalog.query(
+            "SELECT id, kind, name, state, timeline, segno, files FROM artifacts "
+            "WHERE kind = ? AND name = ? AND deleted_at IS NULL",
+            (kind, name),
+        )
+    seen: set[int] = set()
+    return [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]  # type: ignore[func-returns-value]
+
+
+def _mark_expiring(catalog: CatalogDB, rows: list[dict[str, Any]]) -> None:
+    now = now_iso()
+    for start in range(0, len(rows), BATCH):
+        with catalog.transaction() as conn:
+            for r in rows[start : start + BATCH]:
+                conn.execute(
+                    "UPDATE artifacts SET expiring_at = COALESCE(expiring_at, ?) WHERE id = ?",
+                    (now, r["id"]),
+                )
+                if r["segno"] is not None and r["state"] == "verified":
+                    runs_remove(conn, int(r["timeline"]), int(r["segno"]))
+
+
+def apply(
+    catalog: CatalogDB, store: ObjectStore, spool_dir: Any, retention: RetentionPlan
+) -> ApplyReport:
+    rows = victims(catalog, retention)
+    report = ApplyReport()
+    _mark_expiring(catalog, rows)
+    for start in range(0, len(rows), BATCH):
+        batch = rows[start : start + BATCH]
+        keys = {
+            r["id"]: [f["key"] for f in json.loads(r["files"] or "[]") if f.get("key")]
+            for r in batch
+        }
+        try:
+            store.delete_many([k for ks in keys.values() for k in ks])
+        except StoreError as exc:
+            report.failed += [f"{r['kind']}/{r['name']}" for r in batch]
+            log.error(
+                "retention: store deletion failed (%s); %d item(s) stay expiring and "
+                "are retried next run",
+                exc,
+                len(batch),
+            )
+            continue
+        now = now_iso()
+        with catalog.transaction() as conn:
+            for r in batch:
+                art = locate(spool_dir, r["kind"], r["name"])
+                if art is not None:
+                    art.discard()
+                conn.execute("UPDATE artifacts SET deleted_at = ? WHERE id = ?", (now, r["id"]))
+                report.deleted[r["kind"]] = report.deleted.get(r["kind"], 0) + 1
+        report.bytes_freed += sum(
+            int(f.get("stored_size") or 0) for r in batch for f in json.loads(r["files"] or "[]")
+        )
+    return report

@@ -99,8 +99,8 @@ def _wal_blocks(catalog: CatalogDB, store: ObjectStore, root: str, stats: Export
         cols = ", ".join(WAL_FIELDS)
         rows = catalog.query(
             f"SELECT {cols} FROM artifacts WHERE kind = 'wal' AND segno IS NOT NULL "  # noqa: S608
-            "AND state = 'verified' AND deleted_at IS NULL AND expiring_at IS NULL AND timeline = ? "
-            "AND segno BETWEEN ? AND ? ORDER BY segno",
+            "AND state = 'verified' AND deleted_at IS NULL AND expiring_at IS NULL "
+            "AND timeline = ? AND segno BETWEEN ? AND ? ORDER BY segno",
             (b["timeline"], b["block"] * BLOCK, b["block"] * BLOCK + BLOCK - 1),
         )
         for row in rows:
@@ -135,7 +135,8 @@ def _receipt_dir(kind: str) -> str:
 def _receipts(catalog: CatalogDB, store: ObjectStore, root: str, stats: ExportStats) -> None:
     rows = catalog.query(
         "SELECT * FROM artifacts WHERE (kind IN ('logical', 'physical', 'history') "
-        "OR (kind = 'wal' AND segno IS NULL)) AND state = 'verified' AND deleted_at IS NULL AND expiring_at IS NULL"
+        "OR (kind = 'wal' AND segno IS NULL)) AND state = 'verified' AND deleted_at IS NULL "
+        "AND expiring_at IS NULL"
     )
     live = set()
     for row in rows:

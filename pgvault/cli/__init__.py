@@ -78,11 +78,12 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, groups, pipeline
+    from pgvault.cli import catalog, groups, monitor, pipeline
 
     pipeline.register(app)
     app.add_typer(catalog.app, name="catalog")
     groups.register(app)
+    monitor.register(app)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 _G = "gauge"
 _C = "counter"
-# name -> (type, help, labels)
+# name -> (type, help, labels); every family also carries `cluster`
 FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pgvault_up": (_G, "1 when the component could be read on this scrape", ("component",)),
     "pgvault_last_backup_timestamp_seconds": (
@@ -106,11 +106,12 @@ class PgvaultCollector(Collector):
         fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for name, (kind, text, labels) in FAMILIES.items():
             cls = CounterMetricFamily if kind == _C else GaugeMetricFamily
-            fams[name] = cls(name, text, labels=list(labels))
+            fams[name] = cls(name, text, labels=["cluster", *labels])
+        cluster = self.settings.cluster
 
         def add(name: str, value: float | None, *labels: str) -> None:
             if value is not None:
-                fams[name].add_metric(list(labels), float(value))
+                fams[name].add_metric([cluster, *labels], float(value))
 
         for component, part in (
             ("catalog", self._catalog),
@@ -165,7 +166,8 @@ class PgvaultCollector(Collector):
             add("pgvault_wal_gap_segments", wal_gaps(ctx)[0].value)
             latest: dict[str, dict[str, Any]] = {}
             for drill in last_drills(cat):
-                if str(drill["started_at"]) > str(latest.get(drill["kind"], {}).get("started_at")):
+                seen = str(latest.get(drill["kind"], {}).get("started_at") or "")
+                if str(drill["started_at"]) > seen:
                     latest[drill["kind"]] = drill
             for kind, drill in latest.items():
                 add("pgvault_drill_last_timestamp_seconds", _ts(drill["finished_at"]), kind)

@@ -130,7 +130,7 @@ def start_smtp(password: str | None = None, tls_context: ssl.SSLContext | None =
             )
             if isinstance(data, LoginPassword):
                 fake.logins.append((data.login.decode(), data.password.decode()))
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)
 
         kwargs.update(authenticator=authenticator, auth_required=True)
         kwargs["auth_require_tls"] = tls_context is not None
@@ -158,15 +158,15 @@ def self_signed(directory: Path) -> tuple[Path, ssl.SSLContext]:
     return cert, ctx
 
 
-@pytest.fixture
-def discord() -> Iterator[FakeDiscord]:
+@pytest.fixture(name="discord")
+def discord_fixture() -> Iterator[FakeDiscord]:
     fake = FakeDiscord()
     yield fake
     fake.close()
 
 
-@pytest.fixture
-def smtp() -> Iterator[FakeSMTP]:
+@pytest.fixture(name="smtp")
+def smtp_fixture() -> Iterator[FakeSMTP]:
     fake = start_smtp()
     yield fake
     fake.close()

@@ -256,7 +256,7 @@ class AlertState:
 
     # -- the digest of held alerts ---------------------------------------------------
     def held(self) -> list[AlertEvent]:
-        rows = self.query("SELECT body FROM held ORDER BY held_at, event_id")
+        rows = self.query("SELECT body FROM held ORDER BY held_at, rowid")
         return [AlertEvent.model_validate_json(r["body"]) for r in rows]
 
     def take_slot(self, now: float, max_per_minute: int) -> bool:

@@ -261,14 +261,28 @@ def test_bursts_are_rate_limited_into_a_digest(
     assert all(f"queue q{i} is stuck" in digest["embeds"][0]["description"] for i in (2, 3, 4))
     assert "queue q4 is stuck" in smtp.mails[2].body
     assert state.held() == []
+    # a held alert whose fingerprint is resolved before the digest goes out is not reported
+    clock[0] += 61
+    for name in ("q5", "q6"):  # use up the new minute
+        stage.handle(AlertEvent(cluster="c", severity="critical", check="queues", subject=name,
+                                summary=f"queue {name} is stuck"))  # fmt: skip
+    stage.handle(AlertEvent(cluster="c", severity="warning", check="disk", subject="d",
+                            summary="filling up"))  # fmt: skip
+    stage.handle(AlertEvent(cluster="c", severity="resolved", check="disk", subject="d",
+                            summary="fine again"))  # fmt: skip
+    assert len(discord.posts) == 5 and len(state.held()) == 1  # only the resolve is left
+    clock[0] += 61
+    assert stage.flush() == 1
+    assert "RESOLVED" in discord.posts[5]["embeds"][0]["description"]
+    assert "filling up" not in discord.posts[5]["embeds"][0]["description"]
     # a second worker sharing the state file sees the same history: nothing is re-sent
     other = AlertStage(AlertState(tmp_path / "alerts.sqlite"), build_channels(settings), policy,
                        clock=lambda: clock[0])  # fmt: skip
     for event in events:
         other.handle(event)
-    assert len(discord.posts) == 3
+    assert len(discord.posts) == 6
     stats = state.stats()
-    assert stats["active"] == {"critical": 5} and stats["counters"]["notified.critical"] == 5
+    assert stats["active"] == {"critical": 7} and stats["counters"]["notified.critical"] == 7
 
 
 def test_stale_and_redelivered_events_are_not_sent(

@@ -256,6 +256,13 @@ class AlertState:
 
     # -- the digest of held alerts ---------------------------------------------------
     def held(self) -> list[AlertEvent]:
+        """Held alerts still current: one superseded by a newer notification for its
+        fingerprint (say, its resolve) is dropped, so a digest never reports stale news."""
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM held WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE "
+                "a.fingerprint = held.fingerprint AND a.notified_event = held.event_id)"
+            )
         rows = self.query("SELECT body FROM held ORDER BY held_at, rowid")
         return [AlertEvent.model_validate_json(r["body"]) for r in rows]
 

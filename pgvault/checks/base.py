@@ -138,6 +138,7 @@ class CheckResult:
 
 
 def unknown(name: str, subject: str, why: str, action: str | None = None) -> CheckResult:
+    why = " ".join(why.split())  # one line, whatever the exception said
     return CheckResult(name, subject, Status.UNKNOWN, f"cannot evaluate: {why}", action=action)
 
 

@@ -290,3 +290,15 @@ def test_archiver_check_sees_a_failing_archive_command(env: PgvaultEnv) -> None:
     time.sleep(0.5)
     loose = by_key(run_check(env, "--only", "archiver"))[("archiver", "postgres")]
     assert loose["status"] == "WARNING" and "archive_timeout is 0 s" in loose["message"]
+
+    # RPO with the server's view: an idle server whose archived WAL is all verified is
+    # fine however old the newest segment; a newer archived, unverified one is not
+    env.drain()
+    set_config(env, "postgres", archive_timeout=1)  # RPO bound 2 s
+    time.sleep(2.5)
+    rpo = by_key(run_check(env, "--only", "upload_lag", "--no-alerts"))[("upload_lag", "wal")]
+    assert rpo["status"] == "OK", rpo
+    assert "every segment PostgreSQL archived is verified" in rpo["message"]
+    pg.wait_archived(pg.switch_wal())
+    rpo = by_key(run_check(env, "--only", "upload_lag", "--no-alerts"))[("upload_lag", "wal")]
+    assert rpo["status"] == "CRITICAL", rpo

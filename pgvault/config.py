@@ -107,7 +107,13 @@ class AlertSettings(_Section):
     disk_usage_pct: float = 80
     max_drill_age_days: float = 8
     renotify_minutes: float = 240
-    max_per_minute: int = 20
+    max_per_minute: int = Field(20, ge=1)
+    # monitoring (`pgvault check`); an age/duration/size threshold of 0 disables its check
+    max_upload_lag_minutes: float = Field(60, ge=0)
+    max_queue_depth: int = Field(1000, ge=1)
+    max_archive_pending: int = Field(10, ge=1)  # completed WAL segments not yet archived
+    disk_critical_pct: float = Field(95, gt=0, le=100)
+    state_path: Path | None = None  # alert dedupe state; default: next to the catalog
 
 
 class EncryptionSettings(_Section):
@@ -158,6 +164,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides the file (passed in as init kwargs).
         return (env_settings, init_settings)
+
+    @property
+    def alert_state_path(self) -> Path:
+        """The alert workers' shared dedupe state (SQLite), next to the catalog by default."""
+        if self.alerts.state_path is not None:
+            return self.alerts.state_path
+        return self.catalog_path.with_name(f"{self.catalog_path.stem}.alerts.sqlite")
 
     def redacted(self) -> dict[str, Any]:
         """The effective config for `config show`: secrets masked."""

@@ -78,7 +78,7 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, groups, keys, pipeline, rebuild, restorable
+    from pgvault.cli import catalog, groups, keys, monitor, pipeline, rebuild, restorable
 
     pipeline.register(app)
     restorable.register(catalog.app)
@@ -89,6 +89,7 @@ def _register() -> None:
 
     app.add_typer(retention.app, name="retention")
     groups.register(app)
+    monitor.register(app)
 
 
 def run(argv: list[str] | None = None) -> int:

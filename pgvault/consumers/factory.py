@@ -35,5 +35,7 @@ def build_stage(stage: str, settings: Settings, broker: Broker) -> Stage:
     if stage == "alert":
         from pgvault.consumers.alert import AlertStage
 
-        return AlertStage()
+        alert_stage = AlertStage.from_settings(settings)
+        alert_stage.start_flusher()
+        return alert_stage
     raise ValueError(f"unknown stage {stage!r}")

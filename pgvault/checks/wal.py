@@ -1,0 +1,241 @@
+"""WAL checks: upload_lag (spool backlog and RPO) and wal_gaps.
+
+upload_lag/spool  the oldest finished spool artifact the catalog does not show verified:
+                  the pipeline (producer, upload, verify, catalog) is not keeping up.
+upload_lag/wal    RPO: how long ago the newest verified WAL segment reached the spool,
+                  against 2 x postgres.archive_timeout (one interval for PostgreSQL to
+                  switch segments, one for the pipeline). When PostgreSQL is reachable
+                  and says every segment it archived is verified and none is waiting,
+                  the server is idle or caught up and the age does not matter.
+wal_gaps          holes in the verified WAL chain inside the restorable window (from the
+                  oldest verified base backup's start, or the whole chain without one).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pgvault.catalog.queries import state_of
+from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
+from pgvault.walfile import parse_name
+
+
+def _spool_artifacts(spool_dir: Path) -> list[tuple[str, str, Path]]:
+    """(kind, name, path) of every finished artifact in the spool, without hashing."""
+    out: list[tuple[str, str, Path]] = []
+    wal_dir = spool_dir / "wal"
+    for entry in sorted(wal_dir.iterdir()) if wal_dir.is_dir() else []:
+        if entry.name.startswith(".") or entry.name.endswith(".sha256"):
+            continue
+        try:
+            out.append((parse_name(entry.name).kind, entry.name, entry))
+        except ValueError:
+            continue
+    logical = spool_dir / "logical"
+    for manifest in sorted(logical.glob("[!.]*/[!.]*/manifest.json")):
+        backup = manifest.parent
+        out.append(("logical", f"{backup.parent.name}/{backup.name}", backup))
+    for manifest in sorted((spool_dir / "physical").glob("[!.]*/manifest.json")):
+        out.append(("physical", manifest.parent.name, manifest.parent))
+    return out
+
+
+def spool_lag(ctx: CheckContext) -> CheckResult:
+    limit_s = ctx.settings.alerts.max_upload_lag_minutes * 60
+    spool_dir = ctx.settings.spool_dir
+    if not spool_dir.is_dir():
+        return CheckResult(
+            "upload_lag",
+            "spool",
+            Status.UNKNOWN,
+            f"cannot evaluate: spool {spool_dir} does not exist",
+            action="run `pgvault init`",
+        )
+    now = ctx.now.timestamp()
+    cat = ctx.catalog()
+    waiting: list[tuple[float, str]] = []
+    for kind, name, path in _spool_artifacts(spool_dir):
+        row = state_of(cat, kind, name)
+        if row is not None and row["state"] == "verified":
+            continue
+        try:
+            waiting.append((now - os.stat(path).st_mtime, f"{kind}/{name}"))
+        except FileNotFoundError:  # removed meanwhile
+            continue
+    if not waiting:
+        return CheckResult(
+            "upload_lag",
+            "spool",
+            Status.OK,
+            "every spool artifact is verified in the store",
+            value=0.0,
+            threshold=limit_s or None,
+            unit="s",
+            details={"unverified": 0},
+        )
+    age, oldest = max(waiting)
+    late = 0 < limit_s < age
+    return CheckResult(
+        "upload_lag",
+        "spool",
+        Status.CRITICAL if late else Status.OK,
+        f"{len(waiting)} spool artifact(s) not verified remotely yet, oldest {oldest} "
+        f"waiting {fmt_seconds(age)}" + (f", more than {fmt_seconds(limit_s)}" if late else ""),
+        value=round(age, 1),
+        threshold=limit_s or None,
+        unit="s",
+        action="check that producer, upload, verify and catalog workers run (`queues` check, "
+        "their logs) and that the store is reachable"
+        if late
+        else None,
+        details={"unverified": len(waiting), "oldest": oldest},
+    )
+
+
+def newest_verified_segment(ctx: CheckContext) -> dict[str, Any] | None:
+    """The end of the newest timeline's verified chain (via wal_runs, index only)."""
+    cat = ctx.catalog()
+    rows = cat.query(
+        "SELECT timeline, MAX(end_segno) AS segno FROM wal_runs GROUP BY timeline "
+        "ORDER BY timeline DESC LIMIT 1"
+    )
+    if not rows:
+        return None
+    found = cat.query(
+        "SELECT name, timeline, segno, created_at, verified_at, last_commit FROM artifacts "
+        "WHERE timeline=? AND segno=? AND kind='wal' AND state='verified'",
+        (rows[0]["timeline"], rows[0]["segno"]),
+    )
+    return found[0] if found else None
+
+
+def _rpo(ctx: CheckContext) -> CheckResult:
+    timeout = ctx.settings.postgres.archive_timeout
+    limit_s = 2.0 * timeout
+    action = (
+        "check the archiver (`archiver` check, pg_stat_archiver), then the pipeline workers "
+        "(`queues`, `upload_lag/spool`)"
+    )
+    newest = newest_verified_segment(ctx)
+    if newest is None:
+        return CheckResult(
+            "upload_lag",
+            "wal",
+            Status.WARNING,
+            "no verified WAL segment in the catalog yet",
+            threshold=limit_s or None,
+            unit="s",
+            action=action,
+        )
+    age = ctx.age_s(newest["created_at"]) or 0.0
+    details: dict[str, Any] = {"newest_verified": newest["name"]}
+    facts = ctx.pg_or_none()
+    caught_up = False
+    if facts is not None and facts.last_archived_wal:
+        details["last_archived_wal"] = facts.last_archived_wal
+        caught_up = (
+            len(facts.last_archived_wal) == 24
+            and newest["name"] >= facts.last_archived_wal
+            and not facts.pending_segments
+        )
+    if timeout <= 0 or caught_up or age <= limit_s:
+        if caught_up:
+            why = "; every segment PostgreSQL archived is verified"
+        elif timeout <= 0:
+            why = " (not compared: postgres.archive_timeout is 0)"
+        else:
+            why = ""
+        return CheckResult(
+            "upload_lag",
+            "wal",
+            Status.OK,
+            f"newest verified WAL segment {newest['name']} arrived {fmt_seconds(age)} ago{why}",
+            value=round(age, 1),
+            threshold=limit_s or None,
+            unit="s",
+            details=details,
+        )
+    return CheckResult(
+        "upload_lag",
+        "wal",
+        Status.CRITICAL,
+        f"newest verified WAL segment {newest['name']} arrived {fmt_seconds(age)} ago, more "
+        f"than 2 x archive_timeout ({fmt_seconds(limit_s)}): recent commits exist only on "
+        "this host",
+        value=round(age, 1),
+        threshold=limit_s,
+        unit="s",
+        action=action,
+        details=details,
+    )
+
+
+def upload_lag(ctx: CheckContext) -> list[CheckResult]:
+    return [spool_lag(ctx), _rpo(ctx)]
+
+
+def _window_start(ctx: CheckContext) -> tuple[int, int] | None:
+    """(timeline, segno) where the oldest verified base backup starts, if known."""
+    rows = ctx.catalog().query(
+        "SELECT timeline, start_lsn, seg_size, meta FROM artifacts WHERE kind='physical' AND "
+        "state='verified' AND deleted_at IS NULL AND start_lsn IS NOT NULL "
+        "AND timeline IS NOT NULL ORDER BY start_lsn LIMIT 1"
+    )
+    if not rows:
+        return None
+    seg_size = int(rows[0]["seg_size"] or 16 * 1024 * 1024)
+    return int(rows[0]["timeline"]), int(rows[0]["start_lsn"]) // seg_size
+
+
+def wal_gaps(ctx: CheckContext) -> list[CheckResult]:
+    from pgvault.catalog.wal import chains
+
+    window = _window_start(ctx)
+    found: list[dict[str, Any]] = []
+    for ch in chains(ctx.catalog().conn):
+        if window is not None and ch.timeline < window[0]:
+            continue
+        for hole in ch.gaps:
+            if window is not None and ch.timeline == window[0] and hole.last_segno < window[1]:
+                continue
+            found.append(
+                {
+                    "timeline": ch.timeline,
+                    "first": ch.name(hole.first_segno),
+                    "last": ch.name(hole.last_segno),
+                    "count": hole.count,
+                    "names": hole.names,
+                }
+            )
+    missing = sum(g["count"] for g in found)
+    if not found:
+        return [
+            CheckResult(
+                "wal_gaps",
+                "wal",
+                Status.OK,
+                "the verified WAL chain has no gap in the restorable window",
+                value=0,
+                threshold=0,
+                unit="segments",
+            )
+        ]
+    listed = ", ".join(f"{g['first']}..{g['last']}" for g in found[:3])
+    more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
+    return [
+        CheckResult(
+            "wal_gaps",
+            "wal",
+            Status.CRITICAL,
+            f"{len(found)} gap(s) in the WAL chain, {missing} segment(s) not verified: "
+            f"{listed}{more}; point-in-time recovery cannot cross them",
+            value=missing,
+            threshold=0,
+            unit="segments",
+            action="`pgvault catalog gaps` lists them; if pg_wal or the spool still has them, "
+            "`pgvault producer --once` re-announces them; otherwise take a new base backup now",
+            details={"gaps": found},
+        )
+    ]

@@ -10,6 +10,7 @@ acks the message that caused it.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -204,10 +205,23 @@ class CatalogDB:
             self.db = sqlite_utils.Database(conn)
             self._migrate()
             self._check_cluster()
+            self._keep_owner()
         except sqlite3.Error as exc:
             raise CatalogError(f"catalog {self.path}: {exc}") from None
         except OSError as exc:
             raise CatalogError(f"catalog {self.path}: {exc.strerror}") from None
+
+    def _keep_owner(self) -> None:
+        """Run as root (an admin's `catalog list`), SQLite would leave -wal/-shm files the
+        catalog's owner (postgres, running the workers) cannot open: hand them over."""
+        if os.geteuid() != 0:
+            return
+        st = self.path.stat()
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            with contextlib.suppress(OSError):
+                if side.stat().st_uid != st.st_uid:
+                    os.chown(side, st.st_uid, st.st_gid)
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -78,8 +78,9 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, groups, keys, monitor, pipeline, rebuild, restorable
+    from pgvault.cli import catalog, groups, keys, monitor, pipeline, rebuild, restorable, setup
 
+    setup.register(app)
     pipeline.register(app)
     restorable.register(catalog.app)
     rebuild.register(catalog.app)

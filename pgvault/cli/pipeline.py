@@ -121,47 +121,6 @@ def worker(
             )
 
 
-def init(
-    ctx: typer.Context,
-    create_bucket: bool = typer.Option(
-        False, "--create-bucket", help="Create the S3 bucket when it does not exist."
-    ),
-) -> None:
-    """Create the spool directories, the catalog, the broker topology and check the store.
-
-    Idempotent: running it again changes nothing that exists.
-    """
-    from pgvault import spool
-    from pgvault.broker import open_broker
-    from pgvault.catalog import open_catalog
-    from pgvault.cli import state
-    from pgvault.storage import open_store
-
-    settings = state(ctx).settings
-    spool.ensure_layout(settings.spool_dir)
-    typer.echo(f"spool      {settings.spool_dir}: ok")
-    open_catalog(settings).close()
-    typer.echo(f"catalog    {settings.catalog_path}: ok")
-    broker = open_broker(settings)
-    broker.declare()
-    broker.close()
-    typer.echo(
-        f"broker     exchange {broker.topology.exchange} and "
-        f"{len(broker.topology.all_queues())} queues: ok"
-    )
-    store = open_store(settings.storage)
-    if create_bucket and settings.storage.type == "s3":
-        from pgvault.storage.s3 import S3Store
-
-        assert isinstance(store, S3Store)
-        if store.ensure_bucket():
-            typer.echo(f"store      created bucket {settings.storage.bucket}")
-    from pgvault.storage.canary import canary
-
-    canary(store, settings)
-    typer.echo(f"store      {store.describe()}: writable")
-
-
 config_app = typer.Typer(no_args_is_help=True, help="Show the effective configuration.")
 
 
@@ -191,7 +150,6 @@ def register(app: typer.Typer) -> None:
     app.command("wal-archive")(wal_archive)
     app.command("producer")(producer)
     app.command("worker")(worker)
-    app.command("init")(init)
     app.add_typer(config_app, name="config")
 
 

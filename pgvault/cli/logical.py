@@ -68,10 +68,11 @@ def backup_logical(
 
 
 def _print_restore(report: Any) -> None:
+    what = "tables replaced" if report.mode == "tables" else "replacing the old one"
     typer.echo(
         f"restored {report.backup} (dump finished {report.dump_finished_at}, fetched from the "
         f"{report.fetched_from}) into {report.target_db}"
-        + (" (replacing it)" if report.replaced else "")
+        + (f" ({what})" if report.replaced else "")
     )
     rows = [
         (f"{t.schema}.{t.name}", t.expected, t.restored, "ok" if t.ok else "MISMATCH")

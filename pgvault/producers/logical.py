@@ -155,7 +155,12 @@ class LogicalBackup:
                 db, False, error=_friendly(exc, self.settings, db), duration_s=_since(start)
             )
         except OSError as exc:
-            error = _friendly(SpoolError(f"spool: {exc.strerror or exc}"), self.settings, db)
+            where = f" {exc.filename}" if exc.filename else ""
+            error = _friendly(SpoolError(f"spool{where}: {exc.strerror or exc}"), self.settings, db)
+            return DumpOutcome(db, False, error=error, duration_s=_since(start))
+        except Exception as exc:  # a bug must not cost the other databases their backup
+            log.debug("backup of %s failed", db, exc_info=True)
+            error = f"unexpected {type(exc).__name__}: {exc}"
             return DumpOutcome(db, False, error=error, duration_s=_since(start))
 
     def _new_id(self, db: str, db_dir: Path) -> tuple[str, datetime]:
@@ -234,7 +239,9 @@ class LogicalBackup:
                 "datctype AS ctype, pg_get_userbyid(datdba) AS owner "
                 "FROM pg_database WHERE datname = current_database()",
             )
+            # like pg_dump's own session: no server-side timeouts for the snapshot holder
             pg.fetch_all(conn, "SET idle_in_transaction_session_timeout = 0")
+            pg.fetch_all(conn, "SET statement_timeout = 0")
             pg.fetch_all(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = str(pg.fetch_value(conn, "SELECT pg_export_snapshot()"))
             snapshot_at = datetime.now(UTC)
@@ -243,6 +250,8 @@ class LogicalBackup:
 
             def count() -> None:
                 try:
+                    # one core is plenty: counting finishes long before pg_dump does
+                    pg.fetch_all(conn, "SET LOCAL max_parallel_workers_per_gather = 0")
                     counts.update(count_all(conn))
                 except BaseException as exc:
                     failure.append(exc)

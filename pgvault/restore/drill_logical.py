@@ -135,6 +135,10 @@ class LogicalDrill:
         except PgvaultError as exc:
             outcome.error = str(exc)
             rto_at = datetime.now(UTC)
+        except Exception as exc:  # recorded and alerted like any failure
+            log.debug("drill of %s failed", db, exc_info=True)
+            outcome.error = f"unexpected {type(exc).__name__}: {exc}"
+            rto_at = datetime.now(UTC)
         finally:
             dbops.drop_quietly(self.settings, scratch)
         outcome.duration_s = round(time.monotonic() - t0, 3)

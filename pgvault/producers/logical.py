@@ -252,6 +252,7 @@ class LogicalBackup:
                 try:
                     # one core is plenty: counting finishes long before pg_dump does
                     pg.fetch_all(conn, "SET LOCAL max_parallel_workers_per_gather = 0")
+                    pg.fetch_all(conn, "SET LOCAL jit = off")  # compiling costs more here
                     counts.update(count_all(conn))
                 except BaseException as exc:
                     failure.append(exc)

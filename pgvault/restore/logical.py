@@ -275,7 +275,7 @@ def _restore_database(
                 f"{dbops.first_error(proc.stderr)}"
             )
         start = time.monotonic()
-        with pg.connect(settings.postgres, staging) as sconn:
+        with pg.connect(settings.postgres, staging, options="-c jit=off") as sconn:
             restored = pgtables.count_all(sconn)
         report.tables = compare(manifest_counts(manifest), restored, None)
         report.timings["check_s"] = _since(start)

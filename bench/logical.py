@@ -37,6 +37,12 @@ def run(args: list[str], env: dict[str, str] | None = None) -> float:
     return elapsed
 
 
+def settle(pg: PgCluster) -> None:
+    """Same start for every timed command: no dirty buffers, no pending writeback."""
+    pg.sql("CHECKPOINT")
+    os.sync()
+
+
 def fmt_s(samples: list[float]) -> str:
     s = stats(samples)
     return f"n={s['n']:.0f}  mean {s['mean']:6.2f} s  p50 {s['p50']:6.2f} s  max {s['max']:6.2f} s"
@@ -53,14 +59,14 @@ def report(title: str, ours: list[float], theirs: list[float], names: tuple[str,
 
 
 def bench_backup(
-    env: PgvaultEnv, libpq: dict[str, str], out: Path, level: int, rounds: int
+    env: PgvaultEnv, pg: PgCluster, libpq: dict[str, str], out: Path, *, level: int, rounds: int
 ) -> None:
     """pgvault backup logical vs pg_dump -Fc at the same compression level, interleaved."""
     ours, bare, phase = [], [], []
     override = {"PGVAULT_POSTGRES__DUMP_COMPRESSION": str(level)}
     for i in range(rounds):
         for tool in ["pgvault", "bare"] if i % 2 == 0 else ["bare", "pgvault"]:
-            os.sync()
+            settle(pg)
             if tool == "bare":
                 out.unlink(missing_ok=True)
                 cmd = [str(PG_BIN / "pg_dump"), "-Fc", f"-Z{level}", "-f", str(out), DB]
@@ -125,7 +131,7 @@ def main() -> None:
 
         out = base / "bare.dump"
         for level in [6, *args.also_level]:
-            bench_backup(env, libpq, out, level, args.dump_rounds)
+            bench_backup(env, pg, libpq, out, level=level, rounds=args.dump_rounds)
         dumps = sorted((env.spool / "logical" / DB).iterdir())
         print(
             f"  dump sizes (last level): pgvault "
@@ -140,15 +146,16 @@ def main() -> None:
         env.drain(rounds=1)
         ours_restore, bare_restore = [], []
         timings = []
-        for i in range(args.restore_rounds):
+        for i in range(-1, args.restore_rounds):  # round -1: untimed warm-up of both
             pair = ["pgvault", "bare"] if i % 2 == 0 else ["bare", "pgvault"]
             for tool in pair:
-                os.sync()
+                settle(pg)
                 if tool == "bare":
                     start = time.perf_counter()
                     run([str(PG_BIN / "createdb"), "bare_copy"], libpq)
                     run([str(PG_BIN / "pg_restore"), "-j", "2", "-d", "bare_copy", str(out)], libpq)
-                    bare_restore.append(time.perf_counter() - start)
+                    if i >= 0:
+                        bare_restore.append(time.perf_counter() - start)
                     pg.sql("DROP DATABASE bare_copy")
                 else:
                     start = time.perf_counter()
@@ -156,11 +163,12 @@ def main() -> None:
                         "restore", "logical", "--db", DB, "--target-db", "ours_copy",
                         "--jobs", "2", "--json", timeout=1800,
                     )  # fmt: skip
-                    ours_restore.append(time.perf_counter() - start)
-                    timings.append(json.loads(proc.stdout)["timings"])
+                    if i >= 0:
+                        ours_restore.append(time.perf_counter() - start)
+                        timings.append(json.loads(proc.stdout)["timings"])
                     pg.sql("DROP DATABASE ours_copy")
         report(
-            f"restore of {DB} ({args.restore_rounds} rounds, alternating order):",
+            f"restore of {DB} ({args.restore_rounds} rounds after a warm-up, alternating order):",
             ours_restore,
             bare_restore,
             ("pgvault restore logical --jobs 2", "createdb + pg_restore -j 2"),

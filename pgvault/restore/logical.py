@@ -34,7 +34,13 @@ from pgvault import pg, pgtables, pgtoc
 from pgvault.catalog.backups import pick_logical
 from pgvault.catalog.db import CatalogDB
 from pgvault.config import Settings
-from pgvault.errors import IntegrityError, ObjectMissing, RestoreError, UsageError
+from pgvault.errors import (
+    IntegrityError,
+    ObjectMissing,
+    PgvaultError,
+    RestoreError,
+    UsageError,
+)
 from pgvault.log import for_artifact
 from pgvault.pgtables import TableRef
 from pgvault.pgtools import find_tool, run_tool
@@ -291,7 +297,14 @@ def _restore_database(
                     raise RestoreError(f"target database {req.target_db} appeared meanwhile")
                 dbops.drop_database(conn, req.target_db)
                 report.replaced = True
-            dbops.rename_database(conn, staging, req.target_db)
+            try:
+                dbops.rename_database(conn, staging, req.target_db)
+            except PgvaultError as exc:
+                swapped = True  # the restored copy is all there is now: keep it
+                raise RestoreError(
+                    f"restored and checked into {staging}, but renaming it to "
+                    f"{req.target_db} failed ({exc}); rename it by hand"
+                ) from None
             swapped = True
         alog.info("restored into %s", req.target_db)
     finally:

@@ -42,15 +42,21 @@ def backup_logical(
     from pgvault.broker import open_broker
     from pgvault.catalog import open_catalog
     from pgvault.cli import state
+    from pgvault.errors import CatalogError
     from pgvault.producers.logical import check_db_name, run_backups
 
     settings = state(ctx).settings
     dbs = [check_db_name(d) for d in _databases(ctx, db)]
-    catalog = open_catalog(settings)
+    try:
+        catalog = open_catalog(settings)
+    except CatalogError as exc:  # the dumps matter more than the record of them
+        typer.echo(f"pgvault: warning: {exc}; backing up without recording the runs", err=True)
+        catalog = None
     try:
         outcomes = run_backups(settings, dbs, catalog, lambda: open_broker(settings))
     finally:
-        catalog.close()
+        if catalog is not None:
+            catalog.close()
     for o in outcomes:
         if not o.ok:
             _err(f"backup of {o.db} failed: {o.error}")

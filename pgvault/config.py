@@ -44,6 +44,9 @@ class PostgresSettings(_Section):
     bin_dir: str = ""
     archive_timeout: int = Field(300, ge=0)  # seconds; what `check` expects of the server
     sanity_query: str = "SELECT 1"  # drills run this against the restored cluster
+    # pg_dump --compress level for logical backups: 0 = none, 1-9 = gzip level with
+    # pg_dump 15, zstd level with pg_dump >= 16 (pg_dump's own default is gzip 6)
+    dump_compression: int = Field(6, ge=0, le=9)
 
     def bin(self, tool: str) -> str:
         return str(Path(self.bin_dir) / tool) if self.bin_dir else tool

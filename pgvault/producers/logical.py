@@ -1,0 +1,381 @@
+"""`pgvault backup logical`: pg_dump each database into the spool, with a manifest.
+
+For one database:
+
+1. open a REPEATABLE READ transaction and `pg_export_snapshot()`;
+2. run `pg_dump --format=custom --snapshot=...` into a hidden directory
+   `spool_dir/logical/<db>/.<backup_id>.tmp/` while the same transaction counts the rows of
+   every table (so the counts describe exactly the rows in the dump);
+3. check the dump with `pg_restore --list` (and that every non-empty table has data in it);
+4. fsync, write `manifest.json` last (the commit marker), rename the directory to
+   `<backup_id>` and fsync its parent. The spool watcher announces it from there.
+
+Any failure removes the hidden directory: the spool never holds half a backup. One
+database failing does not stop the others; the caller raises the alert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pgvault import pg, spool
+from pgvault import pgtoc as toc
+from pgvault.alerting import raise_alert
+from pgvault.broker.base import Broker
+from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.queries import state_of
+from pgvault.catalog.runs import record_backup_run
+from pgvault.config import Settings
+from pgvault.errors import BackupError, PgvaultError, SpoolError, UsageError
+from pgvault.ids import new_backup_id
+from pgvault.log import for_artifact
+from pgvault.pgtables import TableRef, count_all
+from pgvault.pgtools import find_tool, libpq_env, run_tool
+from pgvault.progress import watch_file
+from pgvault.storage.codec import sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+@dataclass
+class DumpOutcome:
+    db: str
+    ok: bool
+    backup_id: str | None = None
+    path: str | None = None
+    size: int = 0
+    sha256: str | None = None
+    tables: int = 0
+    rows: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_db_name(name: str) -> str:
+    """A database name usable as a spool directory and in object keys."""
+    if not name or "/" in name or "\0" in name or name.startswith(".") or len(name) > 63:
+        raise UsageError(f"{name!r} cannot be backed up: bad database name for a spool path")
+    return name
+
+
+def tool_version(path: str) -> tuple[str, int]:
+    """('15.20', 15) from `pg_dump --version`."""
+    out = run_tool([path, "--version"]).stdout
+    m = _VERSION_RE.search(out)
+    if not m:
+        raise BackupError(f"cannot read the version of {path} ({out.strip()[:60]!r})")
+    return (f"{m.group(1)}.{m.group(2)}" if m.group(2) else m.group(1)), int(m.group(1))
+
+
+def compression(pg_dump_major: int, level: int) -> tuple[str, dict[str, Any]]:
+    """pg_dump --compress value and its description for the manifest."""
+    if level == 0:
+        return "0", {"method": "none", "level": 0}
+    if pg_dump_major >= 16:
+        return f"zstd:{level}", {"method": "zstd", "level": level}
+    return str(level), {"method": "gzip", "level": level}
+
+
+@contextlib.contextmanager
+def _db_lock(root: Path, db: str) -> Iterator[None]:
+    """One backup per database at a time (lock file `logical/.<db>.lock`); holding it,
+    hidden work directories left by a killed backup are ours to remove."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / f".{db}.lock", os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError("another logical backup of this database is running") from None
+        for stale in (root / db).glob(".*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _friendly(exc: PgvaultError, settings: Settings, db: str) -> str:
+    text = str(exc)
+    where = f"{settings.postgres.host}:{settings.postgres.port}"
+    if f'database "{db}" does not exist' in text:
+        return f"database {db} does not exist on {where}"
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return f"the spool {settings.spool_dir} is full ({text})"
+    return text
+
+
+class LogicalBackup:
+    """Dumps databases of the configured server into the spool."""
+
+    def __init__(self, settings: Settings, catalog: CatalogDB | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.root = settings.spool_dir / "logical"
+        self._tools: dict[str, Any] | None = None
+
+    def tools(self) -> dict[str, Any]:
+        if self._tools is None:
+            bin_dir = self.settings.postgres.bin_dir
+            pg_dump = find_tool("pg_dump", bin_dir)
+            version, major = tool_version(pg_dump)
+            self._tools = {
+                "pg_dump": pg_dump,
+                "pg_restore": find_tool("pg_restore", bin_dir),
+                "version": version,
+                "major": major,
+            }
+        return self._tools
+
+    def run(self, db: str) -> DumpOutcome:
+        """Back up one database; never raises for a failure of this database."""
+        start = time.monotonic()
+        try:
+            return self._run(db)
+        except PgvaultError as exc:
+            return DumpOutcome(
+                db, False, error=_friendly(exc, self.settings, db), duration_s=_since(start)
+            )
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            error = _friendly(SpoolError(f"spool{where}: {exc.strerror or exc}"), self.settings, db)
+            return DumpOutcome(db, False, error=error, duration_s=_since(start))
+        except Exception as exc:  # a bug must not cost the other databases their backup
+            log.debug("backup of %s failed", db, exc_info=True)
+            error = f"unexpected {type(exc).__name__}: {exc}"
+            return DumpOutcome(db, False, error=error, duration_s=_since(start))
+
+    def _new_id(self, db: str, db_dir: Path) -> tuple[str, datetime]:
+        """A backup id no other backup of this database has (ids have 1 s resolution)."""
+        while True:
+            now = datetime.now(UTC)
+            backup_id = new_backup_id(now)
+            taken = (db_dir / backup_id).exists() or (
+                self.catalog is not None
+                and state_of(self.catalog, "logical", f"{db}/{backup_id}") is not None
+            )
+            if not taken:
+                return backup_id, now
+            time.sleep(1.05 - now.microsecond / 1e6)
+
+    def _run(self, db: str) -> DumpOutcome:
+        check_db_name(db)
+        tools = self.tools()
+        db_dir = self.root / db
+        with _db_lock(self.root, db):
+            backup_id, started = self._new_id(db, db_dir)
+            alog = for_artifact(log, f"logical/{db}/{backup_id}")
+            work = db_dir / f".{backup_id}.tmp"
+            new_dir = not db_dir.exists()
+            work.mkdir(mode=0o750, parents=True)
+            try:
+                manifest = self._dump(db, backup_id, started, work, tools)
+                final = db_dir / backup_id
+                os.rename(work, final)
+                spool.fsync_dir(db_dir)
+                spool.fsync_dir(self.root)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                if new_dir:
+                    with contextlib.suppress(OSError):
+                        db_dir.rmdir()
+                raise
+        alog.info(
+            "dumped %d bytes, %d tables, %d rows in %.1fs",
+            manifest["dump_size"],
+            manifest["table_count"],
+            manifest["row_count"],
+            manifest["duration_s"],
+        )
+        return DumpOutcome(
+            db,
+            True,
+            backup_id=backup_id,
+            path=str(final),
+            size=manifest["dump_size"],
+            sha256=manifest["dump_sha256"],
+            tables=manifest["table_count"],
+            rows=manifest["row_count"],
+            duration_s=manifest["duration_s"],
+        )
+
+    def _dump(
+        self, db: str, backup_id: str, started: datetime, work: Path, tools: dict[str, Any]
+    ) -> dict[str, Any]:
+        ps = self.settings.postgres
+        dump = work / f"{db}.dump"
+        compress, comp_meta = compression(tools["major"], ps.dump_compression)
+        with pg.connect(ps, db) as conn:
+            server_num = pg.server_version_num(conn)
+            server_version = str(pg.fetch_value(conn, "SHOW server_version"))
+            short_version = server_version.split(" ", 1)[0]
+            if server_num // 10000 > tools["major"]:
+                raise BackupError(
+                    f"server {ps.host}:{ps.port} runs PostgreSQL {short_version} but "
+                    f"pg_dump is {tools['version']}: install pg_dump {server_num // 10000} or "
+                    "newer and point postgres.bin_dir at it"
+                )
+            dbinfo = pg.fetch_one(
+                conn,
+                "SELECT pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, "
+                "datctype AS ctype, pg_get_userbyid(datdba) AS owner "
+                "FROM pg_database WHERE datname = current_database()",
+            )
+            # like pg_dump's own session: no server-side timeouts for the snapshot holder
+            pg.fetch_all(conn, "SET idle_in_transaction_session_timeout = 0")
+            pg.fetch_all(conn, "SET statement_timeout = 0")
+            pg.fetch_all(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot = str(pg.fetch_value(conn, "SELECT pg_export_snapshot()"))
+            snapshot_at = datetime.now(UTC)
+            counts: dict[TableRef, int] = {}
+            failure: list[BaseException] = []
+
+            def count() -> None:
+                try:
+                    # one core is plenty: counting finishes long before pg_dump does
+                    pg.fetch_all(conn, "SET LOCAL max_parallel_workers_per_gather = 0")
+                    pg.fetch_all(conn, "SET LOCAL jit = off")  # compiling costs more here
+                    counts.update(count_all(conn))
+                except BaseException as exc:
+                    failure.append(exc)
+
+            counter = threading.Thread(target=count, name=f"count-{db}", daemon=True)
+            counter.start()
+            try:
+                args = [
+                    tools["pg_dump"],
+                    "--format=custom",
+                    f"--compress={compress}",
+                    f"--snapshot={snapshot}",
+                    f"--file={dump}",
+                    "--no-password",
+                ]
+                with watch_file(f"pg_dump {db}", lambda: _size(dump)):
+                    run_tool(args, env=libpq_env(ps.host, ps.port, ps.user, db), what="pg_dump")
+                finished = datetime.now(UTC)
+            finally:
+                counter.join()
+            if failure:
+                raise failure[0]
+            pg.fetch_all(conn, "COMMIT")
+        self._check_dump(tools["pg_restore"], dump, counts)
+        spool.fsync_tree(work)
+        digest = sha256_file(dump)
+        manifest: dict[str, Any] = {
+            "manifest_version": MANIFEST_VERSION,
+            "kind": "logical",
+            "cluster": self.settings.cluster,
+            "db": db,
+            "backup_id": backup_id,
+            "started_at": iso(started),
+            "snapshot_at": iso(snapshot_at),
+            "finished_at": iso(finished),
+            "duration_s": round((finished - started).total_seconds(), 3),
+            "source": f"{ps.host}:{ps.port}",
+            "server_version": server_version,
+            "server_version_num": server_num,
+            "pg_dump_version": tools["version"],
+            "snapshot": snapshot,
+            "format": "custom",
+            "compression": comp_meta,
+            "database": dbinfo or {},
+            "dump_size": digest.size,
+            "dump_sha256": digest.sha256,
+            "table_count": len(counts),
+            "row_count": sum(counts.values()),
+            "tables": [
+                {"schema": t.schema, "name": t.name, "rows": n} for t, n in sorted(counts.items())
+            ],
+            "files": [{"name": dump.name, "size": digest.size, "sha256": digest.sha256}],
+        }
+        spool.write_atomic(work / "manifest.json", json.dumps(manifest, indent=1).encode())
+        return manifest
+
+    def _check_dump(self, pg_restore: str, dump: Path, counts: dict[TableRef, int]) -> None:
+        """The archive must be readable and hold data for every non-empty table."""
+        listing = run_tool(
+            [pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list check"
+        ).stdout
+        non_empty = [t for t, n in counts.items() if n > 0]
+        lacking = set(non_empty) - toc.data_tables(toc.parse(listing), non_empty)
+        if lacking:
+            names = ", ".join(sorted(t.qualified for t in lacking)[:5])
+            raise BackupError(f"the dump has no data for table(s) {names}; not keeping it")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _since(start: float) -> float:
+    return round(time.monotonic() - start, 3)
+
+
+def run_backups(
+    settings: Settings,
+    dbs: list[str],
+    catalog: CatalogDB | None,
+    broker_factory: Callable[[], Broker] | None = None,
+) -> list[DumpOutcome]:
+    """Back up each database in turn; record every attempt; alert on each failure.
+
+    broker_factory: a callable returning a Broker, called only when an alert is needed
+    (raise_alert falls back to the spool when the broker does not answer)."""
+    runner = LogicalBackup(settings, catalog)
+    outcomes = []
+    broker: Broker | None = None
+    for db in dbs:
+        started = datetime.now(UTC)
+        outcome = runner.run(db)
+        outcomes.append(outcome)
+        if catalog is not None:
+            try:
+                record_backup_run(
+                    catalog,
+                    kind="logical",
+                    target=db,
+                    started_at=started,
+                    finished_at=datetime.now(UTC),
+                    result="ok" if outcome.ok else "failed",
+                    error=outcome.error,
+                )
+            except PgvaultError as exc:
+                log.warning("backup of %s not recorded in the catalog: %s", db, exc)
+        if not outcome.ok:
+            if broker is None and broker_factory is not None:
+                with contextlib.suppress(PgvaultError):
+                    broker = broker_factory()
+            raise_alert(
+                settings,
+                broker,
+                severity="critical",
+                check="backup_failed",
+                subject=db,
+                summary=f"logical backup of {db} failed: {outcome.error}",
+                action="fix the cause and run `pgvault backup logical --db "
+                f"{db}`; the previous verified dump is still the newest restorable one",
+            )
+    if broker is not None:
+        broker.close()
+    return outcomes

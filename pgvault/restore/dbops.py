@@ -1,0 +1,91 @@
+"""Database-level operations for restores and drills: create, drop, rename, and
+passing a database name to client programs. Identifiers are always quoted by psycopg."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pgvault import pg
+from pgvault.config import Settings
+from pgvault.errors import PgvaultError
+from pgvault.pg import sql
+from pgvault.pgtools import libpq_env
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def maintenance(settings: Settings) -> Iterator[pg.Connection]:
+    """A connection to the maintenance database (postgres.dbname), autocommit."""
+    with pg.connect(settings.postgres) as conn:
+        yield conn
+
+
+def dbname_arg(name: str) -> str:
+    """A database name as a libpq connection string, so that names containing '=' or
+    looking like URIs are never parsed as connection options."""
+    escaped = name.replace("\\", "\\\\").replace("'", "\\'")
+    return f"dbname='{escaped}'"
+
+
+def tool_env(settings: Settings) -> dict[str, str]:
+    ps = settings.postgres
+    return libpq_env(ps.host, ps.port, ps.user)
+
+
+def role_exists(conn: pg.Connection, role: str) -> bool:
+    return bool(pg.fetch_value(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)))
+
+
+def create_database(conn: pg.Connection, name: str, info: dict[str, Any] | None) -> None:
+    """CREATE DATABASE from template0 with the source database's encoding, locale and
+    owner (as recorded in the manifest), where this server can honour them."""
+    info = info or {}
+    query: sql.Composable = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+        sql.Identifier(name)
+    )
+    if info.get("encoding"):
+        query += sql.SQL(" ENCODING {}").format(sql.Literal(info["encoding"]))
+    if info.get("collate") and info.get("ctype"):
+        query += sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Literal(info["collate"]), sql.Literal(info["ctype"])
+        )
+    owner = info.get("owner")
+    if owner and role_exists(conn, owner):
+        query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    pg.fetch_all(conn, query)
+
+
+def drop_database(conn: pg.Connection, name: str) -> None:
+    """DROP DATABASE IF EXISTS ... WITH (FORCE): sessions connected to it are ended."""
+    pg.fetch_all(
+        conn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+def rename_database(conn: pg.Connection, old: str, new: str) -> None:
+    pg.fetch_all(
+        conn,
+        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)),
+    )
+
+
+def drop_quietly(settings: Settings, name: str) -> None:
+    """Best-effort clean-up after a failure; logs instead of raising."""
+    try:
+        with maintenance(settings) as conn:
+            drop_database(conn, name)
+    except PgvaultError as exc:
+        log.warning("could not drop database %s: %s", name, exc)
+
+
+def first_error(stderr: str) -> str:
+    """The first error pg_restore reported (the last line is only a summary)."""
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    for ln in lines:
+        if "error:" in ln:
+            return ln
+    return lines[-1] if lines else "(no output)"

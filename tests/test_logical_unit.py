@@ -1,0 +1,230 @@
+"""Logical backups without a server: TOC selection, dump selection from a real SQLite
+catalog, names, versions and request validation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pgvault import pgtoc
+from pgvault.catalog.artifacts import apply_event
+from pgvault.catalog.backups import logical_backups, pick_logical
+from pgvault.catalog.db import CatalogDB
+from pgvault.config import settings_from_dict
+from pgvault.errors import NotRestorable, RestoreError, UsageError
+from pgvault.pgtables import TableRef
+from pgvault.pgtools import find_tool
+from pgvault.producers.logical import check_db_name, compression, tool_version
+from pgvault.restore.dbops import dbname_arg, first_error
+from pgvault.restore.drill_logical import scratch_name
+from pgvault.restore.logical import RestoreRequest, compare, resolve_tables
+from pgvault.schemas import ArtifactEvent, FileInfo
+
+# `pg_restore --list --verbose` of tests/logical_data.py's schema (PostgreSQL 15), abridged
+LISTING = """;
+; Selected TOC Entries:
+;
+3439; 0 0 ENCODING - ENCODING
+3440; 0 0 STDSTRINGS - STDSTRINGS
+3441; 0 0 SEARCHPATH - SEARCHPATH
+7; 2615 16386 SCHEMA - cms postgres
+6; 2615 16385 SCHEMA - shop postgres
+852; 1247 16388 TYPE shop order_status postgres
+;\tdepends on: 6
+225; 1259 16460 TABLE cms pages postgres
+;\tdepends on: 7
+227; 1259 16477 TABLE cms revisions postgres
+;\tdepends on: 226 7
+217; 1259 16398 TABLE shop customers postgres
+;\tdepends on: 6
+216; 1259 16397 SEQUENCE shop customers_id_seq postgres
+;\tdepends on: 6 217
+222; 1259 16435 TABLE shop order_items postgres
+;\tdepends on: 6
+221; 1259 16423 TABLE shop orders postgres
+;\tdepends on: 852 852 6
+3446; 0 0 COMMENT shop TABLE orders postgres
+;\tdepends on: 221
+223; 1259 16455 VIEW shop order_totals postgres
+;\tdepends on: 221 221 6
+220; 1259 16422 SEQUENCE shop orders_id_seq postgres
+;\tdepends on: 6 221
+3447; 0 0 SEQUENCE OWNED BY shop orders_id_seq postgres
+;\tdepends on: 220
+3239; 2604 16426 DEFAULT shop orders id postgres
+;\tdepends on: 221 220 221
+3429; 0 16423 TABLE DATA shop orders postgres
+;\tdepends on: 221
+3425; 0 16398 TABLE DATA shop customers postgres
+;\tdepends on: 217
+3452; 0 0 SEQUENCE SET shop orders_id_seq postgres
+;\tdepends on: 220
+3259; 2606 16429 CONSTRAINT shop orders orders_pkey postgres
+;\tdepends on: 221
+3251; 2606 16407 CONSTRAINT shop customers customers_pkey postgres
+;\tdepends on: 217
+3257; 1259 16451 INDEX shop orders_customer_id_idx postgres
+;\tdepends on: 221
+3278; 2606 16441 FK CONSTRAINT shop order_items order_items_order_id_fkey postgres
+;\tdepends on: 222 221 3259
+3277; 2606 16430 FK CONSTRAINT shop orders orders_customer_id_fkey postgres
+;\tdepends on: 3251 217 221
+3280; 2606 16485 FK CONSTRAINT cms revisions revisions_page_id_fkey postgres
+;\tdepends on: 227 225
+"""
+ORDERS = TableRef("shop", "orders")
+
+
+def ids(selection: pgtoc.Selection) -> list[int]:
+    return [e.id for e in selection.entries]
+
+
+def test_toc_parse_reads_multiword_descriptions_and_dependencies() -> None:
+    entries = {e.id: e for e in pgtoc.parse(LISTING)}
+    assert entries[3429].desc == "TABLE DATA" and entries[3429].names("shop", "orders")
+    assert entries[3278].desc == "FK CONSTRAINT" and entries[3278].deps == [222, 221, 3259]
+    assert entries[3447].desc == "SEQUENCE OWNED BY"
+    assert not entries[221].names("shop", "order")
+    found = pgtoc.data_tables(entries.values(), [ORDERS, TableRef("cms", "pages")])
+    assert found == {ORDERS}
+
+
+def test_toc_selection_into_an_existing_database() -> None:
+    entries = pgtoc.parse(LISTING)
+    asked: list[list[TableRef]] = []
+
+    def exists(refs: list[TableRef]) -> set[TableRef]:
+        asked.append(sorted(refs))
+        return set(refs)
+
+    sel = pgtoc.select_tables(entries, [ORDERS], new_database=False, relation_exists=exists)
+    assert ids(sel) == [
+        3439, 3440, 3441,  # session set-up
+        221, 3446, 223, 220, 3447, 3239, 3429, 3452, 3259, 3257,  # the table and its parts
+        3278, 3277,  # FK into it from order_items, its own FK to customers
+    ]  # fmt: skip
+    assert asked == [[TableRef("shop", "customers"), TableRef("shop", "order_items")]]
+    assert sel.skipped == []
+    # a related table missing from the target: the FK that needs it is left out
+    sel = pgtoc.select_tables(
+        entries, [ORDERS], new_database=False, relation_exists=lambda refs: set()
+    )
+    assert 3277 not in ids(sel) and 3278 not in ids(sel) and len(sel.skipped) == 2
+
+
+def test_toc_selection_into_a_new_database_brings_prerequisites() -> None:
+    entries = pgtoc.parse(LISTING)
+    sel = pgtoc.select_tables(
+        entries, [ORDERS], new_database=True, relation_exists=lambda refs: set()
+    )
+    chosen = ids(sel)
+    assert 6 in chosen and 852 in chosen  # schema shop, enum type
+    assert 7 not in chosen  # schema cms is not needed
+    assert 3277 not in chosen and 3278 not in chosen
+    assert any("orders_customer_id_fkey" in s for s in sel.skipped)
+    assert pgtoc.list_file(sel).splitlines()[3].startswith("6; 2615 16385 SCHEMA")
+
+
+def test_toc_selection_refuses_unknown_tables_and_lone_parents() -> None:
+    entries = pgtoc.parse(LISTING)
+    with pytest.raises(RestoreError, match="no definition"):
+        pgtoc.select_tables(
+            entries, [TableRef("x", "y")], new_database=True, relation_exists=lambda r: set()
+        )
+    child = "500; 1259 1 TABLE shop orders_2026 postgres\n;\tdepends on: 221\n"
+    with pytest.raises(RestoreError, match=r"shop\.orders_2026"):
+        pgtoc.select_tables(
+            pgtoc.parse(LISTING + child),
+            [ORDERS],
+            new_database=False,
+            relation_exists=set,
+        )
+
+
+def _event(name: str, finished: str, state: str = "verified") -> ArtifactEvent:
+    db, _, backup_id = name.partition("/")
+    sha = f"{abs(hash(name)) % 10**8:064d}"
+    return ArtifactEvent(
+        cluster="unit",
+        kind="logical",
+        state=state,  # type: ignore[arg-type]
+        name=name,
+        files=(FileInfo(name="manifest.json", size=10, sha256=sha),),
+        meta={"db": db, "backup_id": backup_id, "started_at": finished, "finished_at": finished},
+    )
+
+
+def test_pick_logical_by_time_and_id(tmp_path: Path) -> None:
+    cat = CatalogDB(tmp_path / "c.sqlite", "unit")
+    apply_event(cat, _event("shop/20261101T000000Z", "2026-11-01T00:05:00.000000Z"))
+    apply_event(cat, _event("shop/20261102T000000Z", "2026-11-02T00:05:00.000000Z"))
+    apply_event(cat, _event("shop/20261103T000000Z", "2026-11-03T00:05:00.000000Z", "corrupt"))
+    apply_event(cat, _event("blog/20261103T000000Z", "2026-11-03T00:05:00.000000Z"))
+    assert [r["name"] for r in logical_backups(cat, "shop")] == [
+        "shop/20261101T000000Z",
+        "shop/20261102T000000Z",
+    ]
+    assert pick_logical(cat, "shop")["backup_id"] == "20261102T000000Z"  # corrupt one skipped
+    at = datetime(2026, 11, 2, 0, 5, tzinfo=UTC)
+    assert pick_logical(cat, "shop", at=at)["backup_id"] == "20261102T000000Z"
+    at = datetime(2026, 11, 2, 0, 4, tzinfo=UTC)
+    assert pick_logical(cat, "shop", at=at)["backup_id"] == "20261101T000000Z"
+    with pytest.raises(NotRestorable, match="oldest one, shop/20261101T000000Z"):
+        pick_logical(cat, "shop", at=datetime(2026, 10, 1, tzinfo=UTC))
+    with pytest.raises(NotRestorable, match="corrupt, not verified"):
+        pick_logical(cat, "shop", backup_id="20261103T000000Z")
+    with pytest.raises(NotRestorable, match="no logical backup shop/2020"):
+        pick_logical(cat, "shop", backup_id="20200101T000000Z")
+    with pytest.raises(NotRestorable, match="no verified logical backup of wiki"):
+        pick_logical(cat, "wiki")
+    cat.close()
+
+
+def test_names_versions_and_compression() -> None:
+    assert compression(15, 6) == ("6", {"method": "gzip", "level": 6})
+    assert compression(16, 3) == ("zstd:3", {"method": "zstd", "level": 3})
+    assert compression(17, 0) == ("0", {"method": "none", "level": 0})
+    version, major = tool_version(find_tool("pg_dump"))
+    assert major >= 15 and version.startswith(str(major))
+    assert check_db_name("medusa_production") == "medusa_production"
+    for bad in ("", "a/b", ".hidden", "x" * 64):
+        with pytest.raises(UsageError):
+            check_db_name(bad)
+    when = datetime(2026, 11, 24, 23, 0, tzinfo=UTC)
+    assert scratch_name("medusa_production", when) == "medusa_production_verify_20261124"
+    long = scratch_name("ö" * 40 + "-x" * 20, when)
+    assert len(long.encode()) <= 63 and long.endswith("_verify_20261124")
+    assert dbname_arg("a'b=c") == "dbname='a\\'b=c'"
+    stderr = "pg_restore: error: could not execute query: boom\nwarning: errors ignored: 1\n"
+    assert first_error(stderr) == "pg_restore: error: could not execute query: boom"
+
+
+def test_restore_request_validation_and_table_names() -> None:
+    settings = settings_from_dict({"cluster": "unit"})
+    RestoreRequest("shop", "shop_copy").validate(settings)
+    with pytest.raises(RestoreError, match="source database"):
+        RestoreRequest("shop", "shop").validate(settings)
+    RestoreRequest("shop", "shop", force_in_place=True).validate(settings)
+    with pytest.raises(RestoreError, match="maintenance"):
+        RestoreRequest("shop", "postgres").validate(settings)
+    with pytest.raises(UsageError, match="mutually exclusive"):
+        RestoreRequest("shop", "x", at=datetime.now(UTC), backup_id="1").validate(settings)
+    manifest = {
+        "tables": [
+            {"schema": "shop", "name": "orders", "rows": 3},
+            {"schema": "cms", "name": "pages", "rows": 2},
+            {"schema": "public", "name": "pages", "rows": 1},
+        ]
+    }
+    assert resolve_tables(manifest, ("orders", "cms.pages", "shop.orders")) == [
+        ORDERS,
+        TableRef("cms", "pages"),
+    ]
+    with pytest.raises(RestoreError, match="ambiguous"):
+        resolve_tables(manifest, ("pages",))
+    with pytest.raises(RestoreError, match="not in the dump"):
+        resolve_tables(manifest, ("shop.nope",))
+    checks = compare({ORDERS: 3}, {ORDERS: 3, TableRef("x", "new"): 1}, None)
+    assert [(c.name, c.ok) for c in checks] == [("orders", True), ("new", False)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,6 +15,7 @@ import zstandard
 
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
+from tests.logical_data import create_database, fingerprint
 from tests.pgcluster import chown_pg
 from tests.test_pitr import prepare, restore_and_read, snapshot
 
@@ -102,6 +104,10 @@ def test_encrypted_pitr_with_identity_and_clean_failure_without(make_env: EnvFac
     env = make_env("local")
     add_key(env)
     pg, _canary = canary_workload(env)
+    create_database(pg, "shop", k=2)
+    env.data["postgres"]["databases"] = ["shop"]
+    env.write_config()
+    env.cli("backup", "logical")
     env.cli("backup", "physical")
     pg.sql("INSERT INTO ticks(note) VALUES ('encrypted era')")
     pg.switch_wal()
@@ -113,10 +119,29 @@ def test_encrypted_pitr_with_identity_and_clean_failure_without(make_env: EnvFac
     # the spool copies would bypass decryption: restore from the store only
     for path in (env.spool / "physical").iterdir():
         os.rename(path, env.base / f"hidden-{path.name}")
+    os.rename(env.spool / "logical", env.base / "hidden-logical")
     _result, rows = restore_and_read(env, target, "with-identity")
     assert rows == expected
+    # the dump's manifest is plain but holds no table names or counts; those are encrypted
+    stored = objects(env)
+    manifest_key = next(k for k in stored if "/logical/shop/" in k and k.endswith("manifest.json"))
+    manifest = json.loads(stored[manifest_key][0])
+    assert "tables" not in manifest and manifest["tables_file"] == "tables.json"
+    tables_key = manifest_key.replace("manifest.json", "tables.json")
+    assert stored[tables_key][1]["pgvault-encryption"] == "age"
+    assert b"customers" not in stored[tables_key][0]
+    env.cli("restore", "logical", "--db", "shop", "--target-db", "shop_restored")
+    assert fingerprint(pg, "shop_restored") == fingerprint(pg, "shop")
     env.data["encryption"].pop("identity_file")
     env.write_config()
+    refused = env.cli(
+        "restore", "logical", "--db", "shop", "--target-db", "shop_again", check=False
+    )
+    assert refused.returncode == 1 and "age-encrypted" in refused.stderr
+    for prefix in ("shop_again", "pgvault_restore"):
+        assert (
+            pg.one("SELECT count(*) FROM pg_database WHERE datname LIKE %s", (prefix + "%",)) == 0
+        )
     target_dir = env.base / "without-identity"
     proc = env.cli("restore", "pitr", "--to", target, "--target-dir", str(target_dir), check=False)
     assert proc.returncode == 1

@@ -16,7 +16,7 @@ from pgvault.config import settings_from_dict
 from pgvault.errors import NotRestorable, RestoreError, UsageError
 from pgvault.pgtables import TableRef
 from pgvault.pgtools import find_tool
-from pgvault.producers.logical import check_db_name, compression, tool_version
+from pgvault.producers.pgdump import check_db_name, compression, tool_version
 from pgvault.restore.dbops import dbname_arg, first_error
 from pgvault.restore.drill_logical import scratch_name
 from pgvault.restore.logical import RestoreRequest, compare, resolve_tables

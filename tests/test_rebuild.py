@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
+from tests.logical_data import create_database, fingerprint
 from tests.test_pitr import prepare, restore_and_read, snapshot
 
 pytestmark = pytest.mark.slow
@@ -48,6 +49,10 @@ def comparable(restorable: dict[str, Any]) -> dict[str, Any]:
 def test_rebuild_reproduces_windows_and_restores(make_env: EnvFactory, storage: str) -> None:
     env = make_env(storage)
     pg = prepare(env)
+    create_database(pg, "shop", k=2)
+    env.data["postgres"]["databases"] = ["shop"]
+    env.write_config()
+    env.cli("backup", "logical")
     env.cli("backup", "physical")
     for i in range(3):
         pg.sql("INSERT INTO ticks(note) VALUES (%s)", (f"dr {i}",))
@@ -86,6 +91,9 @@ def test_rebuild_reproduces_windows_and_restores(make_env: EnvFactory, storage: 
     # restore on the "new machine": no spool, WAL and base backup from the store
     _result, rows = restore_and_read(env, target, "dr-restore")
     assert rows == expected
+    assert after["logical"] and after["logical"][0]["db"] == "shop"
+    env.cli("restore", "logical", "--db", "shop", "--target-db", "shop_restored")
+    assert fingerprint(pg, "shop_restored") == fingerprint(pg, "shop")
 
 
 def test_restore_without_catalog_rebuilds_first(make_env: EnvFactory) -> None:

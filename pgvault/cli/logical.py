@@ -43,7 +43,8 @@ def backup_logical(
     from pgvault.catalog import open_catalog
     from pgvault.cli import state
     from pgvault.errors import CatalogError
-    from pgvault.producers.logical import check_db_name, run_backups
+    from pgvault.producers.logical import run_backups
+    from pgvault.producers.pgdump import check_db_name
 
     settings = state(ctx).settings
     dbs = [check_db_name(d) for d in _databases(ctx, db)]
@@ -135,8 +136,8 @@ def restore_logical(
     that replaces the target only when it is complete and its row counts match. Exit 1
     when a count differs, 2 for bad arguments.
     """
-    from pgvault.catalog import open_catalog
     from pgvault.cli import state
+    from pgvault.cli.rebuild import catalog_for_restore
     from pgvault.errors import UsageError
     from pgvault.ids import parse_time
     from pgvault.restore.logical import RestoreRequest
@@ -158,7 +159,7 @@ def restore_logical(
         clean=clean,
         force_in_place=force_in_place,
     )
-    catalog = open_catalog(settings, create=False)
+    catalog = catalog_for_restore(settings)
     try:
         report = impl(settings, req, catalog=catalog, store=open_store(settings.storage))
     finally:

@@ -29,30 +29,10 @@ def _deps(ctx: typer.Context, *, restoring: bool = False) -> tuple[Settings, Cat
 
     settings = state(ctx).settings
     if restoring:
+        from pgvault.cli.rebuild import catalog_for_restore
+
         return settings, catalog_for_restore(settings)
     return settings, open_catalog(settings)
-
-
-def catalog_for_restore(settings: Settings) -> CatalogDB:
-    """The catalog; on a host that has none (the VM is gone), rebuilt from the store first."""
-    from pgvault.catalog import open_catalog
-    from pgvault.cli.rebuild import run_rebuild
-
-    if settings.catalog_path.exists():
-        return open_catalog(settings, create=False)
-    typer.echo(
-        f"no catalog at {settings.catalog_path}: rebuilding it from the store first "
-        "(pgvault catalog rebuild)",
-        err=True,
-    )
-    catalog = open_catalog(settings)
-    report, _checked, _bad = run_rebuild(settings, catalog)
-    typer.echo(
-        f"rebuilt: {report.verified} verified and {report.unproven} unproven artifacts "
-        f"from {report.objects} objects",
-        err=True,
-    )
-    return catalog
 
 
 def backup_physical(

@@ -38,6 +38,27 @@ def run_rebuild(
     return report, checked, bad
 
 
+def catalog_for_restore(settings: Settings) -> CatalogDB:
+    """The catalog; on a host that has none (the VM is gone), rebuilt from the store first."""
+    from pgvault.catalog import open_catalog
+
+    if settings.catalog_path.exists():
+        return open_catalog(settings, create=False)
+    typer.echo(
+        f"no catalog at {settings.catalog_path}: rebuilding it from the store first "
+        "(pgvault catalog rebuild)",
+        err=True,
+    )
+    catalog = open_catalog(settings)
+    report, _checked, _bad = run_rebuild(settings, catalog)
+    typer.echo(
+        f"rebuilt: {report.verified} verified and {report.unproven} unproven artifacts "
+        f"from {report.objects} objects",
+        err=True,
+    )
+    return catalog
+
+
 def rebuild_cmd(
     ctx: typer.Context,
     from_store: bool = typer.Option(

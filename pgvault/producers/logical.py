@@ -21,7 +21,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -39,18 +38,18 @@ from pgvault.catalog.db import CatalogDB, iso
 from pgvault.catalog.queries import state_of
 from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
-from pgvault.errors import BackupError, PgvaultError, SpoolError, UsageError
+from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import new_backup_id
 from pgvault.log import for_artifact
 from pgvault.pgtables import TableRef, count_all
 from pgvault.pgtools import find_tool, libpq_env, run_tool
+from pgvault.producers.pgdump import TABLES_FILE, check_db_name, compression, tool_version
 from pgvault.progress import watch_file
 from pgvault.storage.codec import sha256_file
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
 @dataclass
@@ -68,31 +67,6 @@ class DumpOutcome:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def check_db_name(name: str) -> str:
-    """A database name usable as a spool directory and in object keys."""
-    if not name or "/" in name or "\0" in name or name.startswith(".") or len(name) > 63:
-        raise UsageError(f"{name!r} cannot be backed up: bad database name for a spool path")
-    return name
-
-
-def tool_version(path: str) -> tuple[str, int]:
-    """('15.20', 15) from `pg_dump --version`."""
-    out = run_tool([path, "--version"]).stdout
-    m = _VERSION_RE.search(out)
-    if not m:
-        raise BackupError(f"cannot read the version of {path} ({out.strip()[:60]!r})")
-    return (f"{m.group(1)}.{m.group(2)}" if m.group(2) else m.group(1)), int(m.group(1))
-
-
-def compression(pg_dump_major: int, level: int) -> tuple[str, dict[str, Any]]:
-    """pg_dump --compress value and its description for the manifest."""
-    if level == 0:
-        return "0", {"method": "none", "level": 0}
-    if pg_dump_major >= 16:
-        return f"zstd:{level}", {"method": "zstd", "level": level}
-    return str(level), {"method": "gzip", "level": level}
 
 
 @contextlib.contextmanager
@@ -217,6 +191,28 @@ class LogicalBackup:
             duration_s=manifest["duration_s"],
         )
 
+    def _server(
+        self, conn: pg.Connection, tools: dict[str, Any]
+    ) -> tuple[int, str, dict[str, Any] | None]:
+        """Server version (refusing one newer than pg_dump) and the database's settings."""
+        ps = self.settings.postgres
+        server_num = pg.server_version_num(conn)
+        server_version = str(pg.fetch_value(conn, "SHOW server_version"))
+        short_version = server_version.split(" ", 1)[0]
+        if server_num // 10000 > tools["major"]:
+            raise BackupError(
+                f"server {ps.host}:{ps.port} runs PostgreSQL {short_version} but "
+                f"pg_dump is {tools['version']}: install pg_dump {server_num // 10000} or "
+                "newer and point postgres.bin_dir at it"
+            )
+        dbinfo = pg.fetch_one(
+            conn,
+            "SELECT pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, "
+            "datctype AS ctype, pg_get_userbyid(datdba) AS owner "
+            "FROM pg_database WHERE datname = current_database()",
+        )
+        return server_num, server_version, dbinfo
+
     def _dump(
         self, db: str, backup_id: str, started: datetime, work: Path, tools: dict[str, Any]
     ) -> dict[str, Any]:
@@ -224,21 +220,7 @@ class LogicalBackup:
         dump = work / f"{db}.dump"
         compress, comp_meta = compression(tools["major"], ps.dump_compression)
         with pg.connect(ps, db) as conn:
-            server_num = pg.server_version_num(conn)
-            server_version = str(pg.fetch_value(conn, "SHOW server_version"))
-            short_version = server_version.split(" ", 1)[0]
-            if server_num // 10000 > tools["major"]:
-                raise BackupError(
-                    f"server {ps.host}:{ps.port} runs PostgreSQL {short_version} but "
-                    f"pg_dump is {tools['version']}: install pg_dump {server_num // 10000} or "
-                    "newer and point postgres.bin_dir at it"
-                )
-            dbinfo = pg.fetch_one(
-                conn,
-                "SELECT pg_encoding_to_char(encoding) AS encoding, datcollate AS collate, "
-                "datctype AS ctype, pg_get_userbyid(datdba) AS owner "
-                "FROM pg_database WHERE datname = current_database()",
-            )
+            server_num, server_version, dbinfo = self._server(conn, tools)
             # like pg_dump's own session: no server-side timeouts for the snapshot holder
             pg.fetch_all(conn, "SET idle_in_transaction_session_timeout = 0")
             pg.fetch_all(conn, "SET statement_timeout = 0")
@@ -301,11 +283,23 @@ class LogicalBackup:
             "dump_sha256": digest.sha256,
             "table_count": len(counts),
             "row_count": sum(counts.values()),
-            "tables": [
-                {"schema": t.schema, "name": t.name, "rows": n} for t, n in sorted(counts.items())
-            ],
             "files": [{"name": dump.name, "size": digest.size, "sha256": digest.sha256}],
         }
+        tables = [
+            {"schema": t.schema, "name": t.name, "rows": n} for t, n in sorted(counts.items())
+        ]
+        if self.settings.encryption.recipients:
+            # table names and row counts say something about the data: with encryption on
+            # they travel in their own (encrypted) file, the manifest stays plain
+            body = json.dumps({"tables": tables}, indent=1).encode()
+            spool.write_atomic(work / TABLES_FILE, body)
+            tdigest = sha256_file(work / TABLES_FILE)
+            manifest["files"].append(
+                {"name": TABLES_FILE, "size": tdigest.size, "sha256": tdigest.sha256}
+            )
+            manifest["tables_file"] = TABLES_FILE
+        else:
+            manifest["tables"] = tables
         spool.write_atomic(work / "manifest.json", json.dumps(manifest, indent=1).encode())
         return manifest
 

@@ -44,6 +44,7 @@ from pgvault.errors import (
 from pgvault.log import for_artifact
 from pgvault.pgtables import TableRef
 from pgvault.pgtools import find_tool, run_tool
+from pgvault.producers.pgdump import TABLES_FILE  # row counts, on their own when encrypted
 from pgvault.progress import byte_progress
 from pgvault.restore import dbops
 from pgvault.restore.fetch import fetch_file, files_of, free_bytes
@@ -178,7 +179,8 @@ def fetch_dump(
     )
     files = files_of(row)
     man_info = next((f for f in files if f.name == MANIFEST), None)
-    dumps = [f for f in files if f.name != MANIFEST]
+    tables_info = next((f for f in files if f.name == TABLES_FILE), None)
+    dumps = [f for f in files if f.name not in (MANIFEST, TABLES_FILE)]
     if man_info is None or len(dumps) != 1:
         raise IntegrityError(f"catalog entry logical/{row['name']} does not list a dump")
     common: dict[str, Any] = {
@@ -192,6 +194,9 @@ def fetch_dump(
     listed = {f["name"]: f["sha256"] for f in manifest.get("files", [])}
     if listed.get(dumps[0].name) != dumps[0].sha256:
         raise IntegrityError(f"logical/{row['name']}: manifest and catalog disagree on the dump")
+    if tables_info is not None:  # encrypted archives keep the row counts out of the manifest
+        fetch_file(settings, store, tables_info, work / TABLES_FILE, **common)
+        manifest["tables"] = json.loads((work / TABLES_FILE).read_text())["tables"]
     need = dumps[0].size + SPACE_MARGIN
     if free_bytes(work) < need:
         raise RestoreError(

@@ -1,0 +1,41 @@
+"""pg_dump facts: tool versions, compression choice, names that are safe in the spool."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pgvault.errors import BackupError, UsageError
+from pgvault.pgtools import run_tool
+
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+TABLES_FILE = "tables.json"
+
+
+def check_db_name(name: str) -> str:
+    """A database name usable as a spool directory and in object keys."""
+    if not name or "/" in name or "\0" in name or name.startswith(".") or len(name) > 63:
+        raise UsageError(f"{name!r} cannot be backed up: bad database name for a spool path")
+    return name
+
+
+def tool_version(path: str) -> tuple[str, int]:
+    """('15.20', 15) from `pg_dump --version`."""
+    out = run_tool([path, "--version"]).stdout
+    m = _VERSION_RE.search(out)
+    if not m:
+        raise BackupError(f"cannot read the version of {path} ({out.strip()[:60]!r})")
+    return (f"{m.group(1)}.{m.group(2)}" if m.group(2) else m.group(1)), int(m.group(1))
+
+
+def compression(pg_dump_major: int, level: int) -> tuple[str, dict[str, Any]]:
+    """pg_dump --compress value and its description for the manifest."""
+    if level == 0:
+        return "0", {"method": "none", "level": 0}
+    if pg_dump_major >= 16:
+        return f"zstd:{level}", {"method": "zstd", "level": level}
+    return str(level), {"method": "gzip", "level": level}
+
+
+__all__ = ["TABLES_FILE", "check_db_name", "compression", "tool_version"]

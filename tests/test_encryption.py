@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
 from tests.logical_data import create_database, fingerprint
 from tests.pgcluster import chown_pg
-from tests.test_pitr import prepare, restore_and_read, snapshot
+from tests.test_pitr import mark_target, prepare, restore_and_read
 
 pytestmark = pytest.mark.slow
 
@@ -109,13 +108,7 @@ def test_encrypted_pitr_with_identity_and_clean_failure_without(make_env: EnvFac
     env.write_config()
     env.cli("backup", "logical")
     env.cli("backup", "physical")
-    pg.sql("INSERT INTO ticks(note) VALUES ('encrypted era')")
-    pg.switch_wal()
-    time.sleep(0.3)
-    target = pg.one("SELECT clock_timestamp()").isoformat()
-    expected = snapshot(pg)
-    pg.wait_archived(pg.switch_wal())
-    env.drain()
+    target, expected = mark_target(env, pg, "encrypted era")
     # the spool copies would bypass decryption: restore from the store only
     for path in (env.spool / "physical").iterdir():
         os.rename(path, env.base / f"hidden-{path.name}")
@@ -158,13 +151,7 @@ def test_mixed_archive_and_verify_without_identity(make_env: EnvFactory) -> None
     pg.wait_archived(pg.switch_wal())
     env.drain()
     identity = add_key(env, identity_in_config=False)  # the production host: recipients only
-    pg.sql("INSERT INTO ticks(note) VALUES ('encrypted era')")
-    pg.switch_wal()
-    time.sleep(0.3)
-    target = pg.one("SELECT clock_timestamp()").isoformat()
-    expected = snapshot(pg)
-    pg.wait_archived(pg.switch_wal())
-    env.drain()
+    target, expected = mark_target(env, pg, "encrypted era")
     rows = {r["name"]: r for r in env.wal_rows()}
     encrypted = [r for r in rows.values() if '"encryption": "age"' in r["files"]]
     plain = [r for r in rows.values() if '"encryption": "none"' in r["files"]]

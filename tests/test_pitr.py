@@ -37,6 +37,19 @@ def snapshot(pg: Any, dsn: str | None = None) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(query).fetchall()]
 
 
+def mark_target(env: PgvaultEnv, pg: Any, note: str) -> tuple[str, list[Any]]:
+    """Commit `note`; return a time just after it and the table as it is then; archive and
+    drain, so that time is restorable from the catalog."""
+    pg.sql("INSERT INTO ticks(note) VALUES (%s)", (note,))
+    pg.switch_wal()
+    time.sleep(0.3)
+    target = pg.one("SELECT clock_timestamp()").isoformat()
+    expected = snapshot(pg)
+    pg.wait_archived(pg.switch_wal())
+    env.drain()
+    return target, expected
+
+
 def stop_server(datadir: Path) -> None:
     as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"])
 

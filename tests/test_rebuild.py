@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
 from tests.logical_data import create_database, fingerprint
-from tests.test_pitr import prepare, restore_and_read, snapshot
+from tests.test_pitr import mark_target, prepare, restore_and_read, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -100,13 +100,7 @@ def test_restore_without_catalog_rebuilds_first(make_env: EnvFactory) -> None:
     env = make_env("local")
     pg = prepare(env)
     env.cli("backup", "physical")
-    pg.sql("INSERT INTO ticks(note) VALUES ('fresh host')")
-    pg.switch_wal()
-    time.sleep(0.3)
-    target = pg.one("SELECT clock_timestamp()").isoformat()
-    expected = snapshot(pg)
-    pg.wait_archived(pg.switch_wal())
-    env.drain()
+    target, expected = mark_target(env, pg, "fresh host")
     env.cli("producer", "--once")
     lose_the_vm(env)
     env.spool.mkdir()

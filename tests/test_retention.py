@@ -3,7 +3,6 @@ on real objects in the local store and moto S3."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from pgvault.retention.policy import plan
 from pgvault.storage.local import LocalStore
 from tests.conftest import EnvFactory
 from tests.synthetic import SEG, logical_row, physical_row, wal_rows
-from tests.test_pitr import prepare, restore_and_read, snapshot
+from tests.test_pitr import mark_target, prepare, restore_and_read
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 EVERY = timedelta(minutes=5)
@@ -187,13 +186,7 @@ def test_retention_really_deletes_and_the_window_still_restores(
         pg.switch_wal()
     pg.wait_archived(pg.switch_wal())
     env.cli("backup", "physical")
-    pg.sql("INSERT INTO ticks(note) VALUES ('inside the window')")
-    pg.switch_wal()
-    time.sleep(0.3)
-    target = pg.one("SELECT clock_timestamp()").isoformat()
-    expected = snapshot(pg)
-    pg.wait_archived(pg.switch_wal())
-    env.drain()
+    target, expected = mark_target(env, pg, "inside the window")
     store = env.store()
     before = {o.key for o in store.list(f"pg/{env.cluster}/")}
     backups = sorted(

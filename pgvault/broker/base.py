@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgvault.broker.topology import ATTEMPT_HEADER, Topology
+from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, STAGE_HEADER, Topology
 from pgvault.schemas import AlertEvent, ArtifactEvent
 
 
@@ -53,6 +53,32 @@ class Dead:
 
 Disposition = Ack | Retry | Dead
 Handler = Callable[[Delivery], Disposition]
+
+
+def parking(
+    topology: Topology, stage: str, delivery: Delivery, disposition: Disposition
+) -> tuple[str, dict[str, Any]] | None:
+    """Where a Retry or Dead disposition puts the message (queue name) and the headers it
+    carries there; None for Ack. Shared by every broker so they park messages alike."""
+    headers = dict(delivery.headers)
+    if isinstance(disposition, Retry):
+        delay = disposition.delay
+        if delay not in topology.retry_delays:
+            delay = topology.retry_delays[0]
+        headers.update(
+            {ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason[:500]}
+        )
+        return topology.retry_queue(stage, delay), headers
+    if isinstance(disposition, Dead):
+        headers.update(
+            {
+                ERROR_HEADER: disposition.reason[:500],
+                STAGE_HEADER: stage,
+                "x-pgvault-routing-key": delivery.routing_key,
+            }
+        )
+        return topology.dead_queue(stage), headers
+    return None
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,14 @@ from pika.adapters.blocking_connection import BlockingChannel  # noqa: TID251
 from pgvault.broker.base import (
     Broker,
     ConsumeStats,
-    Dead,
     Delivery,
     Disposition,
     Handler,
     QueueDepth,
     Retry,
+    parking,
 )
-from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, STAGE_HEADER, Topology
+from pgvault.broker.topology import Topology
 from pgvault.config import redact_url
 from pgvault.errors import BrokerError
 
@@ -253,32 +253,12 @@ class RabbitBroker(Broker):
         delivery: Delivery,
         disposition: Disposition,
     ) -> None:
-        headers = dict(delivery.headers)
-        if isinstance(disposition, Retry):
-            delay = disposition.delay
-            if delay not in self.topology.retry_delays:
-                delay = self.topology.retry_delays[0]
-            headers.update(
-                {ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason[:500]}
-            )
+        parked = parking(self.topology, stage, delivery, disposition)
+        if parked is not None:
+            queue, headers = parked
             ch.basic_publish(
                 "",
-                self.topology.retry_queue(stage, delay),
-                delivery.body,
-                self._properties(headers, delivery.routing_key),
-                mandatory=True,
-            )
-        elif isinstance(disposition, Dead):
-            headers.update(
-                {
-                    ERROR_HEADER: disposition.reason[:500],
-                    STAGE_HEADER: stage,
-                    "x-pgvault-routing-key": delivery.routing_key,
-                }
-            )
-            ch.basic_publish(
-                "",
-                self.topology.dead_queue(stage),
+                queue,
                 delivery.body,
                 self._properties(headers, delivery.routing_key),
                 mandatory=True,

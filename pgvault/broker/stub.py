@@ -11,16 +11,14 @@ from collections import deque
 from typing import Any
 
 from pgvault.broker.base import (
-    Ack,
     Broker,
     ConsumeStats,
-    Dead,
     Delivery,
     Handler,
     QueueDepth,
-    Retry,
+    parking,
 )
-from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, Topology, topic_matches
+from pgvault.broker.topology import Topology, topic_matches
 from pgvault.errors import BrokerError
 
 
@@ -70,22 +68,12 @@ class StubBroker(Broker):
                 continue
             disposition = handler(delivery)
             stats.add(disposition)
-            headers = dict(delivery.headers)
-            if isinstance(disposition, Retry):
-                headers.update(
-                    {ATTEMPT_HEADER: delivery.attempt + 1, ERROR_HEADER: disposition.reason}
-                )
-                name = self.topology.retry_queue(stage, disposition.delay)
+            parked = parking(self.topology, stage, delivery, disposition)
+            if parked is not None:
+                name, headers = parked
                 self.queues.setdefault(name, deque()).append(
                     Delivery(delivery.body, delivery.routing_key, headers)
                 )
-            elif isinstance(disposition, Dead):
-                headers[ERROR_HEADER] = disposition.reason
-                self.queues[self.topology.dead_queue(stage)].append(
-                    Delivery(delivery.body, delivery.routing_key, headers)
-                )
-            else:
-                assert isinstance(disposition, Ack)
         return stats
 
     def release_delayed(self, stage: str) -> int:

@@ -24,6 +24,39 @@ from pgvault.errors import CatalogError
 Migration = Callable[[sqlite_utils.Database], None]
 
 
+# Every column of `artifacts` but the id, in schema order (listing, export, rebuild).
+ARTIFACT_COLUMNS = (
+    "kind",
+    "name",
+    "state",
+    "state_at",
+    "wal_type",
+    "timeline",
+    "segno",
+    "seg_size",
+    "start_lsn",
+    "end_lsn",
+    "first_commit",
+    "last_commit",
+    "db",
+    "backup_id",
+    "started_at",
+    "finished_at",
+    "size",
+    "stored_size",
+    "sha256",
+    "files",
+    "meta",
+    "created_at",
+    "stored_at",
+    "verified_at",
+    "checked_at",
+    "error",
+    "expiring_at",
+    "deleted_at",
+)
+
+
 def _m001_core(db: sqlite_utils.Database) -> None:
     db.table("settings").create({"key": str, "value": str}, pk="key", if_not_exists=True)
     db.table("artifacts").create(

@@ -5,38 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB
+from pgvault.catalog.db import ARTIFACT_COLUMNS, CatalogDB
 from pgvault.walfile import format_lsn
 
-LIST_COLUMNS = (
-    "kind",
-    "name",
-    "state",
-    "state_at",
-    "wal_type",
-    "timeline",
-    "segno",
-    "start_lsn",
-    "end_lsn",
-    "first_commit",
-    "last_commit",
-    "db",
-    "backup_id",
-    "started_at",
-    "finished_at",
-    "size",
-    "stored_size",
-    "sha256",
-    "files",
-    "meta",
-    "created_at",
-    "stored_at",
-    "verified_at",
-    "checked_at",
-    "error",
-    "expiring_at",
-    "deleted_at",
-)
+LIST_COLUMNS = ARTIFACT_COLUMNS
 
 
 def state_of(catalog: CatalogDB, kind: str, name: str) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, iso, now_iso
+from pgvault.catalog.db import ARTIFACT_COLUMNS, CatalogDB, iso, now_iso
 from pgvault.catalog.export import receipt_root
 from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import FileInfo
@@ -30,34 +30,7 @@ from pgvault.storage.layout import Layout
 from pgvault.walfile import parse_name
 
 log = logging.getLogger(__name__)
-COLUMNS = (
-    "kind",
-    "name",
-    "state",
-    "state_at",
-    "wal_type",
-    "timeline",
-    "segno",
-    "seg_size",
-    "start_lsn",
-    "end_lsn",
-    "first_commit",
-    "last_commit",
-    "db",
-    "backup_id",
-    "started_at",
-    "finished_at",
-    "size",
-    "stored_size",
-    "sha256",
-    "files",
-    "meta",
-    "created_at",
-    "stored_at",
-    "verified_at",
-    "checked_at",
-    "error",
-)
+COLUMNS = ARTIFACT_COLUMNS  # a rebuilt row is written whole (expiring/deleted reset)
 
 
 @dataclass
@@ -239,7 +212,7 @@ def _write(catalog: CatalogDB, row: dict[str, Any], report: RebuildReport) -> No
         else:
             sets = ", ".join(f"{c}=?" for c in values)
             conn.execute(
-                f"UPDATE artifacts SET {sets}, deleted_at=NULL WHERE id=?",  # noqa: S608
+                f"UPDATE artifacts SET {sets} WHERE id=?",  # noqa: S608
                 (*values.values(), old[0]),
             )
         if segment:

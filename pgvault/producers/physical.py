@@ -115,6 +115,21 @@ def _run_basebackup(settings: Settings, target: Path, backup_id: str) -> None:
         run_tool(args, env=env, what="pg_basebackup")
 
 
+def _record(
+    catalog: CatalogDB | None, started: datetime, result: str, error: str | None = None
+) -> None:
+    if catalog is not None:
+        record_backup_run(
+            catalog,
+            kind="physical",
+            target="cluster",
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            result=result,
+            error=error,
+        )
+
+
 def take_physical_backup(
     settings: Settings, catalog: CatalogDB | None, broker: Broker | None
 ) -> PhysicalResult:
@@ -178,16 +193,7 @@ def take_physical_backup(
         message = str(exc) if isinstance(exc, PgvaultError) else f"{exc.strerror}: {exc.filename}"
         if isinstance(exc, OSError) and exc.errno == 28:
             message = f"spool {settings.spool_dir} is full (no space left)"
-        if catalog is not None:
-            record_backup_run(
-                catalog,
-                kind="physical",
-                target="cluster",
-                started_at=started,
-                finished_at=datetime.now(UTC),
-                result="failed",
-                error=message,
-            )
+        _record(catalog, started, "failed", message)
         raise_alert(
             settings,
             broker,
@@ -199,15 +205,7 @@ def take_physical_backup(
         )
         alog.error("failed: %s", message)
         raise BackupError(f"physical backup failed: {message}") from None
-    if catalog is not None:
-        record_backup_run(
-            catalog,
-            kind="physical",
-            target="cluster",
-            started_at=started,
-            finished_at=finished,
-            result="ok",
-        )
+    _record(catalog, started, "ok")
     alog.info(
         "done in %.1fs: %d bytes, %d files verified against backup_manifest",
         manifest["duration_s"],

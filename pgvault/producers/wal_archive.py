@@ -28,6 +28,7 @@ CHECKSUM_SUFFIX = ".sha256"  # same as pgvault.spool.CHECKSUM_SUFFIX (not import
 
 
 def _fsync_dir(path: str) -> None:
+    # spool.fsync_dir does the same with pathlib, which this path does not import
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

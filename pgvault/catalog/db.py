@@ -194,10 +194,23 @@ def _m003_exports(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m004_incremental_export(db: sqlite_utils.Database) -> None:
+    """Blocks of WAL whose verified membership changed since the last export (filled by
+    the chain bookkeeping), and an index for the few WAL files outside the chain."""
+    db.table("dirty_blocks").create(
+        {"timeline": int, "block": int}, pk=("timeline", "block"), if_not_exists=True
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS artifacts_wal_files ON artifacts(kind, state) "
+        "WHERE segno IS NULL"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_core", _m001_core),
     ("002_backup_indexes", _m002_backup_indexes),
     ("003_exports", _m003_exports),
+    ("004_incremental_export", _m004_incremental_export),
 ]
 
 

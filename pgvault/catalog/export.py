@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.wal import EXPORT_BLOCK
 from pgvault.storage import ObjectStore
 from pgvault.storage.layout import Layout
 
 log = logging.getLogger(__name__)
-BLOCK = 1024
+BLOCK = EXPORT_BLOCK
 WAL_FIELDS = (
     "name",
     "timeline",
@@ -83,19 +84,19 @@ def _mark(catalog: CatalogDB, key: str, fingerprint: str | None) -> None:
 
 
 def _wal_blocks(catalog: CatalogDB, store: ObjectStore, root: str, stats: ExportStats) -> None:
-    blocks = catalog.query(
-        "SELECT timeline, segno / ? AS block, COUNT(*) AS n, MAX(checked_at) AS latest "
-        "FROM artifacts WHERE kind = 'wal' AND segno IS NOT NULL AND state = 'verified' "
-        "AND deleted_at IS NULL AND expiring_at IS NULL GROUP BY timeline, segno / ?",
-        (BLOCK, BLOCK),
-    )
-    live = set()
+    """Rewrite the index object of every block whose verified segments changed (the chain
+    bookkeeping marks them dirty); the first export covers every block."""
+    first = not catalog.query("SELECT 1 FROM exports WHERE key LIKE ? LIMIT 1", (f"{root}/wal/%",))
+    if first:
+        blocks = catalog.query(
+            "SELECT DISTINCT timeline, segno / ? AS block FROM artifacts WHERE kind = 'wal' "
+            "AND segno IS NOT NULL AND state = 'verified'",
+            (BLOCK,),
+        )
+    else:
+        blocks = catalog.query("SELECT timeline, block FROM dirty_blocks")
     for b in blocks:
         key = f"{root}/wal/{b['timeline']:08X}/{b['block']:08X}.json"
-        live.add(key)
-        fingerprint = f"{b['n']}:{b['latest']}"
-        if not _changed(catalog, key, fingerprint):
-            continue
         cols = ", ".join(WAL_FIELDS)
         rows = catalog.query(
             f"SELECT {cols} FROM artifacts WHERE kind = 'wal' AND segno IS NOT NULL "  # noqa: S608
@@ -103,27 +104,31 @@ def _wal_blocks(catalog: CatalogDB, store: ObjectStore, root: str, stats: Export
             "AND timeline = ? AND segno BETWEEN ? AND ? ORDER BY segno",
             (b["timeline"], b["block"] * BLOCK, b["block"] * BLOCK + BLOCK - 1),
         )
-        for row in rows:
-            row["files"] = json.loads(row["files"])
-            row["meta"] = json.loads(row["meta"])
-        _put_json(
-            store,
-            key,
-            {
-                "format": "pgvault-wal-index/1",
-                "timeline": b["timeline"],
-                "block": b["block"],
-                "segments": rows,
-            },
-        )
-        _mark(catalog, key, fingerprint)
-        stats.written += 1
-    stale = catalog.query("SELECT key FROM exports WHERE key LIKE ?", (f"{root}/wal/%",))
-    for row in stale:
-        if row["key"] not in live:
-            store.delete(row["key"])
-            _mark(catalog, row["key"], None)
+        if rows:
+            for row in rows:
+                row["files"] = json.loads(row["files"])
+                row["meta"] = json.loads(row["meta"])
+            _put_json(
+                store,
+                key,
+                {
+                    "format": "pgvault-wal-index/1",
+                    "timeline": b["timeline"],
+                    "block": b["block"],
+                    "segments": rows,
+                },
+            )
+            _mark(catalog, key, f"{len(rows)}:{now_iso()}")
+            stats.written += 1
+        elif catalog.query("SELECT 1 FROM exports WHERE key = ?", (key,)):
+            store.delete(key)  # no verified segment left in the block (retention, damage)
+            _mark(catalog, key, None)
             stats.deleted += 1
+        with catalog.transaction() as conn:
+            conn.execute(
+                "DELETE FROM dirty_blocks WHERE timeline = ? AND block = ?",
+                (b["timeline"], b["block"]),
+            )
 
 
 def _receipt_dir(kind: str) -> str:
@@ -133,10 +138,11 @@ def _receipt_dir(kind: str) -> str:
 
 
 def _receipts(catalog: CatalogDB, store: ObjectStore, root: str, stats: ExportStats) -> None:
-    rows = catalog.query(
-        "SELECT * FROM artifacts WHERE (kind IN ('logical', 'physical', 'history') "
-        "OR (kind = 'wal' AND segno IS NULL)) AND state = 'verified' AND deleted_at IS NULL "
-        "AND expiring_at IS NULL"
+    rows = catalog.query(  # two indexed halves: backups/history, then WAL files off the chain
+        "SELECT * FROM artifacts WHERE kind IN ('logical', 'physical', 'history') "
+        "AND state = 'verified' AND deleted_at IS NULL AND expiring_at IS NULL "
+        "UNION ALL SELECT * FROM artifacts WHERE kind = 'wal' AND segno IS NULL "
+        "AND state = 'verified' AND deleted_at IS NULL AND expiring_at IS NULL"
     )
     live = set()
     for row in rows:

@@ -27,7 +27,7 @@ from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import FileInfo
 from pgvault.storage import ObjectInfo, ObjectStore, objmeta
 from pgvault.storage.layout import Layout
-from pgvault.walfile import parse_name
+from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name
 
 log = logging.getLogger(__name__)
 COLUMNS = ARTIFACT_COLUMNS  # a rebuilt row is written whole (expiring/deleted reset)
@@ -136,10 +136,16 @@ def _describe(
                 "last_commit",
             )
         }
-        row.update(
-            wal_type=row["wal_type"] or parse_name(name).type,
-            timeline=row["timeline"] or parse_name(name).timeline,
-        )
+        wal = parse_name(name)  # the name says where it sits, metadata or not
+        seg = int(row["seg_size"] or DEFAULT_SEG_SIZE)
+        row.update(wal_type=row["wal_type"] or wal.type, timeline=row["timeline"] or wal.timeline)
+        if wal.type == "segment" and row["segno"] is None:
+            row.update(
+                segno=wal.segno(seg),
+                seg_size=seg,
+                start_lsn=wal.start_lsn(seg),
+                end_lsn=wal.start_lsn(seg) + seg,
+            )
         files = [f]
         meta = facts
     else:

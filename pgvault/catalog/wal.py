@@ -28,8 +28,19 @@ def run_containing(conn: sqlite3.Connection, timeline: int, segno: int) -> tuple
     return None
 
 
+EXPORT_BLOCK = 1024  # segments per verification receipt (catalog/export.py)
+
+
+def _dirty(conn: sqlite3.Connection, timeline: int, segno: int) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO dirty_blocks(timeline, block) VALUES (?, ?)",
+        (timeline, segno // EXPORT_BLOCK),
+    )
+
+
 def runs_add(conn: sqlite3.Connection, timeline: int, segno: int) -> None:
     """Segment became verified: extend or merge the neighbouring runs."""
+    _dirty(conn, timeline, segno)
     if run_containing(conn, timeline, segno):
         return
     left = run_containing(conn, timeline, segno - 1)
@@ -57,6 +68,7 @@ def runs_add(conn: sqlite3.Connection, timeline: int, segno: int) -> None:
 
 def runs_remove(conn: sqlite3.Connection, timeline: int, segno: int) -> None:
     """Segment is no longer verified (corrupt, missing, deleted): split its run."""
+    _dirty(conn, timeline, segno)
     run = run_containing(conn, timeline, segno)
     if run is None:
         return

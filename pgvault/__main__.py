@@ -1,7 +1,9 @@
 """Console entry point with a fast path for PostgreSQL's archive/restore commands.
 
 `pgvault wal-archive` runs once per WAL segment, so it is dispatched here before typer,
-rich or pydantic are imported (DESIGN invariant 2). Everything else goes to pgvault.cli.
+rich or pydantic are imported (DESIGN invariant 2); `wal-restore` too, so that PostgreSQL
+always gets its exit codes (0 / 1 / 254) and never typer's usage error 2, which it would
+read as "file not found". Everything else goes to pgvault.cli.
 """
 
 from __future__ import annotations
@@ -9,33 +11,38 @@ from __future__ import annotations
 import sys
 
 FAST_COMMANDS = ("wal-archive", "wal-restore")
+_QUIET_FLAGS = ("-q", "--quiet", "-v", "-vv", "-vvv", "--verbose")
 
 
-def _split_config(args: list[str]) -> tuple[str | None, list[str]]:
-    """Take a leading `--config FILE` / `--config=FILE` off the argument list."""
+def _split_globals(args: list[str]) -> tuple[str | None, list[str]] | None:
+    """Take leading global options off; None when one is not understood here."""
     config = None
     rest = list(args)
-    while rest and rest[0].startswith("--config"):
+    while rest and rest[0].startswith("-"):
         opt = rest.pop(0)
-        if opt == "--config" and rest:
+        if opt in ("--config", "-c") and rest:
             config = rest.pop(0)
         elif opt.startswith("--config="):
             config = opt.split("=", 1)[1]
+        elif opt in _QUIET_FLAGS:
+            continue  # logging flags: the fast commands log nothing but errors
         else:
-            return None, list(args)
+            return None
     return config, rest
 
 
 def main() -> int:
-    config, rest = _split_config(sys.argv[1:])
-    if rest and rest[0] in FAST_COMMANDS and not {"-h", "--help"} & set(rest):
-        if rest[0] == "wal-archive":
-            from pgvault.producers import wal_archive
+    split = _split_globals(sys.argv[1:])
+    if split is not None:
+        config, rest = split
+        if rest and rest[0] in FAST_COMMANDS and not {"-h", "--help"} & set(rest):
+            if rest[0] == "wal-archive":
+                from pgvault.producers import wal_archive
 
-            return wal_archive.main(rest[1:], config)
-        from pgvault.restore import wal_restore
+                return wal_archive.main(rest[1:], config)
+            from pgvault.restore import wal_restore
 
-        return wal_restore.main(rest[1:], config)
+            return wal_restore.main(rest[1:], config)
     from pgvault.cli import run
 
     return run()

@@ -274,3 +274,29 @@ def test_new_timeline_needs_its_history_file_first(setup: tuple[Path, Path, Path
     assert "timelines=1,2" in (spool / "IDENTITY").read_text()
     checks = [a["check"] for a in alerts_of(spool)]
     assert checks == ["wal_archive_foreign", "wal_archive_foreign", "new_timeline"]
+
+
+def test_retry_after_a_crash_between_publish_and_lineage_repairs_it(
+    setup: tuple[Path, Path, Path],
+) -> None:
+    """An earlier attempt published 00000002.history and died before recording timeline 2
+    (or its checksum file): PostgreSQL's retry must repair both, not just say duplicate."""
+    cfg, spool, src = setup
+    assert archive(cfg, write_segment(src, SEG), SEG).returncode == 0
+    (src / "00000002.history").write_text("1\t0/4000000\tno recovery target specified\n")
+    (spool / "wal" / "00000002.history").write_bytes((src / "00000002.history").read_bytes())
+    assert "timelines=1\n" in (spool / "IDENTITY").read_text()
+    assert archive(cfg, src / "00000002.history", "00000002.history").returncode == 0
+    assert "timelines=1,2" in (spool / "IDENTITY").read_text()
+    assert (spool / "wal" / "00000002.history.sha256").exists()
+    tli2 = "000000020000000000000004"
+    assert archive(cfg, write_segment(src, tli2), tli2).returncode == 0
+
+
+def test_malformed_history_is_one_line(setup: tuple[Path, Path, Path]) -> None:
+    cfg, spool, src = setup
+    assert archive(cfg, write_segment(src, SEG), SEG).returncode == 0
+    (src / "00000002.history").write_bytes(b"\xff\xfe garbage\n")
+    proc = archive(cfg, src / "00000002.history", "00000002.history")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert not (spool / "wal" / "00000002.history").exists()

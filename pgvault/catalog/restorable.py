@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pgvault.catalog.db import CatalogDB, iso, parse_iso
@@ -110,17 +110,23 @@ def _pick_child(conn: sqlite3.Connection, timeline: int, from_lsn: int) -> tuple
 
 
 def chain_from(
-    conn: sqlite3.Connection, timeline: int, segno: int, seg_size: int
+    conn: sqlite3.Connection,
+    timeline: int,
+    segno: int,
+    seg_size: int,
+    from_lsn: int | None = None,
 ) -> tuple[list[Portion], int, str | None]:
     """Follow verified WAL from (timeline, segno) across switches. Returns the portions,
     the final timeline, and the name of the first missing segment (None if the chain
-    reaches the newest catalogued segment of its last timeline)."""
+    reaches the newest catalogued segment of its last timeline). `from_lsn` is where
+    replay starts (a backup's start LSN): only timelines branching at or after it count."""
     portions: list[Portion] = []
+    position = segno * seg_size if from_lsn is None else from_lsn
     while True:
-        child = _pick_child(conn, timeline, segno * seg_size)
+        child = _pick_child(conn, timeline, position)
         switch_seg = child[1] // seg_size if child else None
         if child is not None and switch_seg is not None and switch_seg <= segno:
-            timeline, segno = child[0], switch_seg
+            timeline, segno, position = child[0], switch_seg, child[1]
             continue
         run = run_containing(conn, timeline, segno)
         if run is None:
@@ -128,7 +134,7 @@ def chain_from(
         if child is not None and switch_seg is not None and run[1] >= switch_seg - 1:
             # the child's copy of the switch segment continues the chain
             portions.append(Portion(timeline, segno, switch_seg - 1))
-            timeline, segno = child[0], switch_seg
+            timeline, segno, position = child[0], switch_seg, child[1]
             continue
         portions.append(Portion(timeline, segno, run[1]))
         newest = conn.execute(
@@ -152,25 +158,46 @@ def _last_commit(conn: sqlite3.Connection, portions: list[Portion]) -> str | Non
     return None
 
 
+def latest_target(last_commit: str | None) -> str | None:
+    """The latest restorable target given the chain's last commit E: recovery stops before
+    the first commit later than the target, so it must see one: T < E (one microsecond)."""
+    if last_commit is None:
+        return None
+    return iso(parse_iso(last_commit) - timedelta(microseconds=1))
+
+
 def window_for(conn: sqlite3.Connection, backup: dict[str, Any]) -> Window:
     meta = backup["meta"]
     seg_size = int(meta.get("seg_size") or DEFAULT_SEG_SIZE)
     timeline = int(backup["timeline"] or meta.get("timeline") or 1)
-    start_seg = int(backup["start_lsn"]) // seg_size
-    stop_seg = int(backup["end_lsn"]) // seg_size
-    portions, last_tli, broken = chain_from(conn, timeline, start_seg, seg_size)
+    name = str(backup["backup_id"] or backup["name"])
+    if backup["start_lsn"] is None or backup["end_lsn"] is None:
+        return Window(
+            name,
+            timeline,
+            str(backup["finished_at"]),
+            None,
+            [],
+            seg_size,
+            timeline,
+            needs="its WAL range (manifest without LSNs)",
+        )
+    start_lsn, end_lsn = int(backup["start_lsn"]), int(backup["end_lsn"])
+    start_seg = start_lsn // seg_size
+    stop_seg = max(start_seg, (end_lsn - 1) // seg_size)  # the segment holding the last byte
+    portions, last_tli, broken = chain_from(conn, timeline, start_seg, seg_size, start_lsn)
     window = Window(
-        backup_id=str(backup["backup_id"] or backup["name"]),
+        backup_id=name,
         backup_timeline=timeline,
         start=str(backup["finished_at"]),
-        end=_last_commit(conn, portions),
+        end=latest_target(_last_commit(conn, portions)),
         portions=portions,
         seg_size=seg_size,
         target_timeline=last_tli,
         broken_at=broken,
     )
-    covered = portions[0].last if portions and portions[0].timeline == timeline else start_seg - 1
-    if not portions or (len(portions) == 1 and covered < stop_seg):
+    # segment numbers run on across timelines: the chain must reach the stop segment
+    if not portions or portions[-1].last < stop_seg:
         window.needs = broken or segment_name(timeline, start_seg, seg_size)
     return window
 
@@ -201,7 +228,7 @@ def _plan(conn: sqlite3.Connection, backup: dict[str, Any], window: Window, targ
     for p in window.portions:
         hit = conn.execute(
             "SELECT MIN(segno) FROM artifacts WHERE timeline=? AND segno BETWEEN ? AND ? "
-            "AND segno IS NOT NULL AND last_commit >= ?",
+            "AND segno IS NOT NULL AND last_commit > ?",
             (p.timeline, p.first, p.last, target),
         ).fetchone()[0]
         stop = int(hit) if hit is not None else p.last
@@ -254,6 +281,7 @@ def restorable_at(catalog: CatalogDB, when: datetime) -> Answer:
         window = window_for(conn, backup)
         ws.append(window)
         if plan is None and window.usable and window.start <= target <= (window.end or ""):
+            # window.end is already the latest target (just before the last commit)
             plan = _plan(conn, backup, window, target)
     answer = Answer(target, plan, ws, logical_options(catalog, target))
     if plan is None:

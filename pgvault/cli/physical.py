@@ -201,6 +201,7 @@ def drill_pitr(
 
 
 def wal_restore(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help="%f: the WAL file PostgreSQL wants."),
     path: str = typer.Argument(..., help="%p: where to put it."),
 ) -> None:
@@ -211,7 +212,11 @@ def wal_restore(
     end of recovery), 254 on any other failure so PostgreSQL aborts recovery instead of
     ending it early. Prefetches the next segments in the background.
     """
-    raise UsageError("wal-restore is run directly, not through this help path")
+    from pgvault.cli import state
+    from pgvault.restore import wal_restore as impl
+
+    cfg = state(ctx).config
+    raise typer.Exit(impl.main([name, path], str(cfg) if cfg else None))
 
 
 def register(

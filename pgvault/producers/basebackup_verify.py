@@ -88,7 +88,8 @@ def verify_wal_tar(tar_path: Path, manifest: dict[str, Any], seg_size: int) -> l
     """pg_wal.tar.zst must hold the segments start..end of the backup's WAL range."""
     timeline, start, end = wal_range(manifest)
     needed = [
-        segment_name(timeline, s, seg_size) for s in range(start // seg_size, end // seg_size + 1)
+        segment_name(timeline, s, seg_size)
+        for s in range(start // seg_size, max(start, end - 1) // seg_size + 1)
     ]
     names = set()
     fh, tar = _open_zst_tar(tar_path)

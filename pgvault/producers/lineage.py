@@ -64,6 +64,11 @@ class Lineage:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def admit(self, wal: WalName, first_bytes: bytes, history_text: str | None) -> str | None:
         """Check one file against the lineage. Returns a note when the lineage changed (the
@@ -84,7 +89,10 @@ class Lineage:
         if wal.type == "history":
             if wal.timeline in self.timelines:
                 return note
-            entries = parse_history(history_text or "")
+            try:
+                entries = parse_history(history_text or "")
+            except ValueError as exc:
+                raise ArchiveError(f"{wal.name}: malformed history file ({exc})") from None
             parent = entries[-1].parent_timeline if entries else None
             if self.timelines and parent not in self.timelines:
                 raise ArchiveError(

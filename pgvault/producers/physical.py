@@ -174,7 +174,7 @@ def take_physical_backup(
             "start_lsn_text": format_lsn(start_lsn),
             "end_lsn_text": format_lsn(end_lsn),
             "start_wal": segment_name(timeline, start_lsn // seg, seg),
-            "stop_wal": segment_name(timeline, end_lsn // seg, seg),
+            "stop_wal": segment_name(timeline, max(start_lsn, end_lsn - 1) // seg, seg),
             "seg_size": seg,
             "system_identifier": facts["system_identifier"],
             "pg_version": facts["pg_version"],

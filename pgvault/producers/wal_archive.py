@@ -119,38 +119,21 @@ def archive(src: str, name: str, spool_dir: str) -> str:
         raise ArchiveError(f"cannot create spool directory {wal_dir}: {exc.strerror}") from None
     dest = os.path.join(wal_dir, name)
     if os.path.exists(dest):
-        return _compare_existing(src, dest, name, spool_dir)
+        return _compare_existing(src, dest, name, spool_dir, wal)
     tmp = os.path.join(wal_dir, f".{name}.{os.getpid()}.tmp")
     sum_tmp = tmp + CHECKSUM_SUFFIX
     try:
         sha, first = _copy_with_digest(src, tmp, wal)
-        lineage = Lineage.load(spool_dir)
-        history = None
-        if wal.type == "history":
-            with open(tmp) as fh:
-                history = fh.read()
-        try:
-            note = lineage.admit(wal, first, history)
-        except ArchiveError as exc:
-            _alert(spool_dir, "critical", "wal_archive_foreign", name, str(exc))
-            raise
+        # the lineage grows (and is durable) before the file is published: a crash in
+        # between leaves a known timeline without its file, which the retry then adds,
+        # never a published history file whose timeline the archive does not know
+        _admit(spool_dir, wal, first, tmp)
         try:
             os.link(tmp, dest)  # no-clobber publish: fails if the name exists
         except FileExistsError:
-            return _compare_existing(src, dest, name, spool_dir)
+            return _compare_existing(src, dest, name, spool_dir, wal)
         _write_file(sum_tmp, f"{sha}  {name}\n".encode())
         os.replace(sum_tmp, dest + CHECKSUM_SUFFIX)
-        if note:
-            lineage.save()
-            if wal.type == "history":
-                _alert(
-                    spool_dir,
-                    "info",
-                    "new_timeline",
-                    name,
-                    f"{note}: a promotion or `restore pitr --as-primary`. If neither was "
-                    "planned, find the cluster that promoted.",
-                )
         _fsync_dir(wal_dir)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -170,8 +153,47 @@ def _alert(spool_dir: str, severity: str, check: str, subject: str, summary: str
     spool.write_alert(Path(spool_dir), severity, check, subject, summary)
 
 
-def _compare_existing(src: str, dest: str, name: str, spool_dir: str) -> str:
-    if _sha256_of(src) == _sha256_of(dest):
+def _admit(spool_dir: str, wal: WalName, first: bytes, path: str) -> None:
+    """Check the file against the archive's lineage; record what it adds, durably."""
+    lineage = Lineage.load(spool_dir)
+    history = None
+    if wal.type == "history":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                history = fh.read()
+        except ValueError:
+            raise ArchiveError(f"{wal.name}: history file is not text; refusing it") from None
+    try:
+        note = lineage.admit(wal, first, history)
+    except ArchiveError as exc:
+        _alert(spool_dir, "critical", "wal_archive_foreign", wal.name, str(exc))
+        raise
+    if note:
+        lineage.save()
+        if wal.type == "history":
+            _alert(
+                spool_dir,
+                "info",
+                "new_timeline",
+                wal.name,
+                f"{note}: a promotion or `restore pitr --as-primary`. If neither was "
+                "planned, find the cluster that promoted.",
+            )
+
+
+def _compare_existing(src: str, dest: str, name: str, spool_dir: str, wal: WalName) -> str:
+    sha = _sha256_of(src)
+    if sha == _sha256_of(dest):
+        # finish what an interrupted earlier attempt may have left undone: lineage,
+        # checksum file, and durability of the file and its directory entry
+        with open(dest, "rb") as fh:
+            _admit(spool_dir, wal, fh.read(64), dest)
+            os.fsync(fh.fileno())
+        if not os.path.exists(dest + CHECKSUM_SUFFIX):
+            tmp = f"{dest}.{os.getpid()}.sumtmp"
+            _write_file(tmp, f"{sha}  {name}\n".encode())
+            os.replace(tmp, dest + CHECKSUM_SUFFIX)
+        _fsync_dir(os.path.dirname(dest))
         return "duplicate"
     _alert(
         spool_dir,

@@ -36,7 +36,7 @@ def _fetch(
     key = Layout(settings.storage.prefix, settings.cluster).key(wal.kind, name, name)
     info = store.head(key)
     if info is None:
-        if row is not None and row["state"] in ("verified", "stored"):
+        if row is not None:  # the catalog knows it: absence is damage, not the end of WAL
             raise ObjectMissing(f"{key} is catalogued but missing from {store.describe()}")
         return False
     expected = row["sha256"] if row else info.metadata.get("content-sha256")

@@ -55,14 +55,19 @@ def _copy_verified(src: str, dest: str, sha: str) -> bool:
     return True
 
 
-def from_spool(spool_dir: str, name: str, dest: str) -> bool:
+def from_spool(spool_dir: str, name: str, dest: str) -> bool | None:
+    """True: served from the spool. False: not there. None: there, but its bytes do not
+    match its sha256 (the caller must not end recovery if the store has no copy either)."""
     src = os.path.join(spool_dir, "wal", name)
     try:
         with open(src + ".sha256") as fh:
             sha = fh.read().split()[0]
-        return _copy_verified(src, dest, sha)
     except (OSError, IndexError):
         return False
+    try:
+        return True if _copy_verified(src, dest, sha) else None
+    except OSError:
+        return None
 
 
 def catalog_row(catalog_path: str, kind: str, name: str) -> dict[str, str] | None:
@@ -125,9 +130,10 @@ def kick_prefetch(
     lock = os.path.join(pdir, ".lock")
     try:
         with open(lock) as fh:
-            if _pid_alive(int(fh.read().strip() or 0)):
-                return
-        os.unlink(lock)
+            pid = int(fh.read().strip() or 0)
+        if pid > 0 and _pid_alive(pid):
+            return
+        os.unlink(lock)  # a dead prefetcher's (or one killed before it wrote its pid)
     except (OSError, ValueError):
         pass
     argv = [sys.executable, "-m", "pgvault"]
@@ -152,9 +158,10 @@ def serve(name: str, dest: str, config: str | None, *, use_spool: bool = True) -
     wal = parse_name(name)
     conf = load_light(config)
     prefetched = os.path.join(os.path.dirname(dest) or ".", PREFETCH_DIR, name)
+    spooled: bool | None = False
     if os.path.isfile(prefetched):
         os.replace(prefetched, dest)  # verified when it was prefetched
-    elif not (use_spool and from_spool(conf.spool_dir, name, dest)):
+    elif not (use_spool and (spooled := from_spool(conf.spool_dir, name, dest))):
         row = catalog_row(conf.catalog_path, wal.kind, name)
         if row is not None and row["state"] in ("corrupt", "missing"):
             _err(f"{name} is catalogued as {row['state']}; refusing to replay it")
@@ -162,6 +169,9 @@ def serve(name: str, dest: str, config: str | None, *, use_spool: bool = True) -
         from pgvault.restore.wal_fetch import fetch_wal
 
         if not fetch_wal(config, name, dest, row):
+            if spooled is None:
+                _err(f"{name}: the spool copy does not match its sha256 and the store has none")
+                return EXIT_ABORT
             return EXIT_NOT_FOUND
     kick_prefetch(config, wal, dest, spool_dir=conf.spool_dir, use_spool=use_spool)
     return EXIT_OK

@@ -105,8 +105,10 @@ def _logical(
 
 
 def _seg(row: dict[str, Any], lsn_col: str) -> int:
+    """Segment holding a backup's start LSN, or the last byte before its end LSN."""
     seg = int(json.loads(row["meta"] or "{}").get("seg_size") or DEFAULT_SEG_SIZE)
-    return int(row[lsn_col]) // seg
+    lsn = int(row[lsn_col] or 0)
+    return (max(lsn, 1) - 1) // seg if lsn_col == "end_lsn" else lsn // seg
 
 
 def _physical(

@@ -82,6 +82,8 @@ class LocalStore(ObjectStore):
         self._put(key, data, metadata)
 
     def head(self, key: str) -> ObjectInfo | None:
+        if not self.root.is_dir():  # unmounted or mistyped: not "the object is absent"
+            raise StoreUnavailable(f"local store {self.root} does not exist or is not mounted")
         path = self._path(key)
         try:
             st = path.stat()
@@ -120,6 +122,8 @@ class LocalStore(ObjectStore):
                 raise StoreError(f"local store: cannot delete {victim}: {exc.strerror}") from None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():  # an unmounted store must not look like an empty one
+            raise StoreUnavailable(f"local store {self.root} does not exist or is not mounted")
         base = self.root / prefix if prefix else self.root
         start = base if base.is_dir() else base.parent
         if not start.is_dir():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,27 @@ def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path, work_dir: Path, what: str) -> Iterator[None]:
+    """Hold `lock` (flock) for one producer at a time; holding it, hidden `.*.tmp` work
+    directories in `work_dir` can only be leftovers of a killed run: they are removed."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SpoolError(f"another {what} is running") from None
+        if work_dir.is_dir():
+            for stale in work_dir.glob(".*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
+        yield
     finally:
         os.close(fd)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pgvault.catalog.db import CatalogDB
+from pgvault.catalog.db import CatalogDB, now_iso
 from pgvault.catalog.export import export
 from pgvault.catalog.rebuild import rebuild
 from pgvault.catalog.restorable import restorable_at
@@ -29,6 +29,8 @@ def test_export_is_incremental_and_rebuild_restores_the_verified_state(tmp_path:
         store.put_bytes(f"pg/c/wal/00000001/{name}.zst", b"x" * 4096, {})
     for f in ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest", "manifest.json"):
         store.put_bytes(f"pg/c/physical/B1/{f}", b"y" * 1000, {})
+    with cat.transaction() as conn:  # verified after the objects were written, as in life
+        conn.execute("UPDATE artifacts SET checked_at = ?", (now_iso(),))
     first = export(cat, store, layout)
     assert first.written == 3 + 1  # blocks 0..2 of 1024 segments, one backup receipt
     assert export(cat, store, layout).written == 0  # nothing changed, nothing rewritten
@@ -37,13 +39,15 @@ def test_export_is_incremental_and_rebuild_restores_the_verified_state(tmp_path:
         runs_remove(conn, 1, 2500)
     again = export(cat, store, layout)
     assert again.written == 1  # only block 2
+    # an object rewritten after its verification is not trusted by a rebuild
+    store.put_bytes("pg/c/wal/00000001/000000010000000A000000F0.zst", b"z" * 4096, {})
     target = START + timedelta(minutes=2000)
     before = restorable_at(cat, target)
     assert before.plan is not None
 
     fresh = CatalogDB(tmp_path / "b.sqlite", "c")
     report = rebuild(fresh, store, layout)
-    assert report.unproven == 1 and report.verified == 2999 + 1  # the damaged one: unproven
+    assert report.unproven == 2 and report.verified == 2998 + 1  # damaged + rewritten
     assert report.incomplete == [] and report.unknown == []
     after = restorable_at(fresh, target)
     assert after.plan is not None and after.plan.segments == before.plan.segments

@@ -14,7 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, iso, now_iso
+from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.timelines import record_history
 from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import ArtifactEvent
 
@@ -81,21 +82,8 @@ def _maintain_chain(
 
 
 def _record_timeline(conn: sqlite3.Connection, event: ArtifactEvent) -> None:
-    meta = event.meta
-    if event.kind != "history" or "timeline" not in meta:
-        return
-    conn.execute(
-        "INSERT INTO timelines(timeline, parent, switchpoint, reason, is_current, recorded_at) "
-        "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT(timeline) DO UPDATE SET parent=excluded.parent, "
-        "switchpoint=excluded.switchpoint, reason=excluded.reason",  # keeps is_current
-        (
-            meta["timeline"],
-            meta.get("parent"),
-            meta.get("switchpoint"),
-            meta.get("reason"),
-            now_iso(),
-        ),
-    )
+    if event.kind == "history":
+        record_history(conn, event.meta)
 
 
 def _insert(conn: sqlite3.Connection, event: ArtifactEvent, event_at: str) -> Outcome:

@@ -13,7 +13,8 @@ LIST_COLUMNS = ARTIFACT_COLUMNS
 
 def state_of(catalog: CatalogDB, kind: str, name: str) -> dict[str, Any] | None:
     rows = catalog.query(
-        "SELECT state, verified_at, deleted_at FROM artifacts WHERE kind=? AND name=?", (kind, name)
+        "SELECT state, verified_at, deleted_at, sha256 FROM artifacts WHERE kind=? AND name=?",
+        (kind, name),
     )
     return rows[0] if rows else None
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from pgvault.catalog.db import ARTIFACT_COLUMNS, CatalogDB, iso, now_iso
 from pgvault.catalog.export import receipt_root
+from pgvault.catalog.timelines import record_history
 from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import FileInfo
 from pgvault.storage import ObjectInfo, ObjectStore, objmeta
@@ -81,20 +82,21 @@ def _read_receipts(
     for info in receipts:
         try:
             data = json.loads(store.get_bytes(info.key))
-        except ValueError:
-            log.warning("unreadable receipt %s ignored", info.key)
-            continue
-        fmt = data.get("format", "")
-        if fmt.startswith("pgvault-wal-index/"):
-            for seg in data["segments"]:
-                rows[("wal", seg["name"])] = dict(seg, kind="wal", wal_type="segment")
-        elif fmt.startswith("pgvault-receipt/"):
-            art = data["artifact"]
-            rows[(art["kind"], art["name"])] = art
-        elif fmt.startswith("pgvault-timelines/"):
-            timelines = data["timelines"]
-        elif fmt.startswith("pgvault-drill/"):
-            drills.append(data["drill"])
+            fmt = data.get("format", "")
+            if fmt.startswith("pgvault-wal-index/"):
+                for seg in data["segments"]:
+                    rows[("wal", seg["name"])] = dict(seg, kind="wal", wal_type="segment")
+            elif fmt.startswith("pgvault-receipt/"):
+                art = data["artifact"]
+                rows[(art["kind"], art["name"])] = art
+            elif fmt.startswith("pgvault-timelines/"):
+                timelines = list(data["timelines"])
+            elif fmt.startswith("pgvault-drill/"):
+                drills.append(dict(data["drill"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning(
+                "unreadable receipt %s ignored (its artifacts are treated as unproven)", info.key
+            )
     return rows, timelines, drills
 
 
@@ -201,11 +203,18 @@ def _write(catalog: CatalogDB, row: dict[str, Any], report: RebuildReport) -> No
     values["meta"] = json.dumps(values["meta"] or {}, sort_keys=True, default=str)
     with catalog.transaction() as conn:
         cur = conn.execute(
-            "SELECT id, state, sha256 FROM artifacts WHERE kind=? AND name=?",
+            "SELECT id, state, sha256, state_at, expiring_at, deleted_at FROM artifacts "
+            "WHERE kind=? AND name=?",
             (row["kind"], row["name"]),
         )
         old = cur.fetchone()
         segment = row.get("segno") is not None and row.get("timeline") is not None
+        if old is not None:
+            # retention's marks stay; a receipt never hides damage found after it was written
+            values["expiring_at"], values["deleted_at"] = old[4], old[5]
+            receipt_time = row.get("checked_at") or row.get("verified_at") or ""
+            if old[1] in ("corrupt", "missing") and str(old[3]) > str(receipt_time):
+                return
         if old is None:
             names = ", ".join(values)
             conn.execute(
@@ -222,16 +231,24 @@ def _write(catalog: CatalogDB, row: dict[str, Any], report: RebuildReport) -> No
                 (*values.values(), old[0]),
             )
         if segment:
-            if row["state"] == "verified":
+            if row["state"] == "verified" and not values["expiring_at"]:
                 runs_add(conn, int(row["timeline"]), int(row["segno"]))
             else:
                 runs_remove(conn, int(row["timeline"]), int(row["segno"]))
+        if row["kind"] == "history" and row["state"] == "verified":
+            record_history(conn, row.get("meta") or {})
 
 
-def _mark_missing(catalog: CatalogDB, present: set[tuple[str, str]], report: RebuildReport) -> None:
+def _mark_missing(
+    catalog: CatalogDB, present: set[tuple[str, str]], report: RebuildReport, listed_at: str
+) -> None:
+    """Catalogued, not in the listing: missing. Rows the pipeline wrote after the listing
+    began are left alone (they may not have been listed yet)."""
     rows = catalog.query(
         "SELECT id, kind, name, timeline, segno, state FROM artifacts "
-        "WHERE deleted_at IS NULL AND state IN ('stored', 'verified', 'corrupt')"
+        "WHERE deleted_at IS NULL AND state IN ('stored', 'verified', 'corrupt') "
+        "AND state_at < ? AND created_at < ?",
+        (listed_at, listed_at),
     )
     for r in rows:
         if (r["kind"], r["name"]) in present:
@@ -284,10 +301,16 @@ def _restore_side_tables(
 
 
 def _matches(receipt: dict[str, Any], objs: dict[str, ObjectInfo]) -> bool:
-    """The receipted files are all there, with the sizes that were verified."""
+    """The receipted files are all there, with the sizes that were verified, and none was
+    written after that verification (a rewrite would need reading back again)."""
+    checked = receipt.get("checked_at") or receipt.get("verified_at")
+    if not checked:
+        return False
     for f in receipt["files"]:
         obj = objs.get(f["name"])
         if obj is None or obj.size != f.get("stored_size"):
+            return False
+        if obj.last_modified is not None and iso(obj.last_modified) > checked:
             return False
     return bool(objs)
 
@@ -301,6 +324,7 @@ def rebuild(
     workers: int = 16,
 ) -> RebuildReport:
     report = RebuildReport()
+    listed_at = now_iso()
     groups, receipt_objs = _listing(store, layout, report, tick)
     receipted, timelines, drills = _read_receipts(store, receipt_objs)
     report.receipts = len(receipt_objs)
@@ -318,7 +342,13 @@ def rebuild(
                 "deleted_at": None,
                 "expiring_at": None,
             }
-        return _describe(store, kind, name, objs)
+        try:
+            return _describe(store, kind, name, objs)
+        except (ValueError, KeyError, TypeError) as exc:  # unreadable manifest.json
+            log.warning(
+                "%s/%s: cannot read its manifest (%s); reported as incomplete", kind, name, exc
+            )
+            return None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for key, row in zip(groups, pool.map(build, groups.items()), strict=True):
@@ -334,7 +364,7 @@ def rebuild(
                 report.unproven += 1
             _write(catalog, row, report)
             tick(0)
-    _mark_missing(catalog, present, report)
+    _mark_missing(catalog, present, report, listed_at)
     _restore_side_tables(catalog, timelines, drills)
     return report
 

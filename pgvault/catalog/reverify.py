@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.timelines import record_history
 from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import FileInfo
 from pgvault.storage import ObjectStore
@@ -30,17 +31,20 @@ def verify_unproven(
     where = "state IN ('stored', 'verified')" if everything else "state = 'stored'"
     rows = catalog.query(
         f"SELECT id, kind, name, timeline, segno, files, meta FROM artifacts "  # noqa: S608
-        f"WHERE deleted_at IS NULL AND {where}"
+        f"WHERE deleted_at IS NULL AND expiring_at IS NULL AND {where}"
     )
 
     def check(row: dict[str, Any]) -> tuple[dict[str, Any], str | None, bool]:
+        """(row, None, content proved) or (row, "missing"|"corrupt" + reason, False)."""
         proved = True
         try:
             for f in json.loads(row["files"]):
                 _s, content = read_back(store, FileInfo.model_validate(f), identities)
                 proved = proved and content is not None
-        except (IntegrityError, ObjectMissing) as exc:
-            return row, str(exc), False
+        except ObjectMissing as exc:
+            return row, f"missing:{exc}", False
+        except IntegrityError as exc:
+            return row, f"corrupt:{exc}", False
         return row, None, proved
 
     bad: list[str] = []
@@ -59,10 +63,13 @@ def verify_unproven(
                     )
                     if row["segno"] is not None:
                         runs_add(conn, int(row["timeline"]), int(row["segno"]))
+                    if row["kind"] == "history":
+                        record_history(conn, meta)
                 else:
+                    state, _, reason = error.partition(":")
                     conn.execute(
-                        "UPDATE artifacts SET state='corrupt', state_at=?, error=? WHERE id=?",
-                        (now, error, row["id"]),
+                        "UPDATE artifacts SET state=?, state_at=?, error=? WHERE id=?",
+                        (state, now, reason, row["id"]),
                     )
                     if row["segno"] is not None:
                         runs_remove(conn, int(row["timeline"]), int(row["segno"]))

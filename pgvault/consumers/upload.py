@@ -88,10 +88,15 @@ class UploadStage:
         alog = for_artifact(log, key)
         existing = self.store.head(key)
         if existing is not None and not event.reupload:
-            if existing.metadata.get("content-sha256") == original.sha256 and existing.metadata.get(
-                "sha256"
-            ):
-                enc = objmeta.encoding_of(existing.metadata)
+            same = existing.metadata.get("content-sha256") == original.sha256
+            if not same:
+                raise ObjectConflict(
+                    f"{key} already exists in {self.store.describe()} with different content; "
+                    "refusing to overwrite"
+                )
+            enc = objmeta.encoding_of(existing.metadata)
+            if enc.encryption == "none" and existing.metadata.get("sha256"):
+                # adopted: verify decodes it and checks the producer's sha256 itself
                 alog.info(
                     "already in %s with the same content; not uploading again",
                     self.store.describe(),
@@ -105,9 +110,11 @@ class UploadStage:
                         "encryption": enc.encryption,
                     }
                 )
-            raise ObjectConflict(
-                f"{key} already exists in {self.store.describe()} with different content; "
-                "refusing to overwrite"
+            # an encrypted copy can only be checked against our own upload record (a host
+            # without the identity cannot decrypt it): encrypt and upload it again
+            alog.info(
+                "replacing the encrypted copy in %s with one this upload can vouch for",
+                self.store.describe(),
             )
         src = art.file_path(original.name)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,13 @@ every WAL segment from the backup's start to its end LSN.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 import zstandard
 
@@ -20,8 +22,25 @@ from pgvault.errors import BackupError
 from pgvault.walfile import parse_lsn, segment_name
 
 MANIFEST_CHECKSUM_KEY = '"Manifest-Checksum"'
+T = TypeVar("T")
 
 
+def _as_backup_error(fn: Callable[..., T]) -> Callable[..., T]:
+    """A damaged tar, zstd stream or manifest is a failed backup, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (tarfile.TarError, zstandard.ZstdError, ValueError, KeyError, TypeError) as exc:
+            raise BackupError(
+                f"base backup failed verification: {type(exc).__name__}: {exc}"
+            ) from None
+
+    return wrapper
+
+
+@_as_backup_error
 def load_manifest(path: Path) -> dict[str, Any]:
     text = path.read_text()
     cut = text.find(MANIFEST_CHECKSUM_KEY)
@@ -39,6 +58,7 @@ def _open_zst_tar(path: Path) -> tuple[Any, tarfile.TarFile]:
     return fh, tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|")
 
 
+@_as_backup_error
 def verify_base_tar(tar_path: Path, manifest: dict[str, Any]) -> int:
     """Every file the manifest lists, with its size and SHA-256; returns files checked."""
     expected = {f["Path"]: f for f in manifest["Files"]}
@@ -84,6 +104,7 @@ def wal_range(manifest: dict[str, Any]) -> tuple[int, int, int]:
     )
 
 
+@_as_backup_error
 def verify_wal_tar(tar_path: Path, manifest: dict[str, Any], seg_size: int) -> list[str]:
     """pg_wal.tar.zst must hold the segments start..end of the backup's WAL range."""
     timeline, start, end = wal_range(manifest)

@@ -29,6 +29,11 @@ def clean_spool(settings: Settings, catalog: CatalogDB, now: datetime | None = N
             continue
         if row["verified_at"] > cutoff:
             continue
+        if row["sha256"] != art.files[-1].sha256:
+            for_artifact(log, f"{art.kind}/{art.name}").warning(
+                "spool copy differs from the catalogued one (sha256); kept for inspection"
+            )
+            continue
         art.discard()
         removed.append(f"{art.kind}/{art.name}")
         for_artifact(log, f"{art.kind}/{art.name}").info(

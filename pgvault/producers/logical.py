@@ -17,14 +17,13 @@ database failing does not stop the others; the caller raises the alert.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,22 +68,9 @@ class DumpOutcome:
         return asdict(self)
 
 
-@contextlib.contextmanager
-def _db_lock(root: Path, db: str) -> Iterator[None]:
-    """One backup per database at a time (lock file `logical/.<db>.lock`); holding it,
-    hidden work directories left by a killed backup are ours to remove."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / f".{db}.lock", os.O_RDWR | os.O_CREAT, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BackupError("another logical backup of this database is running") from None
-        for stale in (root / db).glob(".*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
-        yield
-    finally:
-        os.close(fd)
+def _db_lock(root: Path, db: str) -> contextlib.AbstractContextManager[None]:
+    """One backup per database at a time (lock file `logical/.<db>.lock`)."""
+    return spool.exclusive(root / f".{db}.lock", root / db, "logical backup of this database")
 
 
 def _friendly(exc: PgvaultError, settings: Settings, db: str) -> str:

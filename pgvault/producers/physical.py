@@ -30,7 +30,7 @@ from pgvault.broker.base import Broker
 from pgvault.catalog.db import CatalogDB, iso
 from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
-from pgvault.errors import BackupError, PgvaultError
+from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import new_backup_id
 from pgvault.log import for_artifact
 from pgvault.pgtools import find_tool, libpq_env, run_tool
@@ -133,7 +133,17 @@ def _record(
 def take_physical_backup(
     settings: Settings, catalog: CatalogDB | None, broker: Broker | None
 ) -> PhysicalResult:
-    """One base backup into the spool. Leaves nothing behind on failure."""
+    """One base backup into the spool. Leaves nothing behind on failure; one at a time
+    (a lock in spool/physical/), which also makes a killed run's leftovers safe to remove."""
+    root = settings.spool_dir / "physical"
+    try:
+        with spool.exclusive(root / ".lock", root, "physical backup"):
+            return _take(settings, catalog, broker)
+    except SpoolError as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) -> PhysicalResult:
     started = datetime.now(UTC)
     t0 = time.monotonic()
     backup_id = new_backup_id(started)

@@ -9,6 +9,7 @@ lists the other files with their sizes and sha256 and is itself the commit marke
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pgvault.schemas import ArtifactEvent, FileInfo
 from pgvault.storage.codec import sha256_file
 from pgvault.walfile import parse_name
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 BULKY_MANIFEST_KEYS = ("files", "tables")  # kept in manifest.json, not copied into events
 
@@ -65,13 +67,17 @@ def _wal_artifact(path: Path) -> SpoolArtifact | None:
         wal = parse_name(path.name)
     except ValueError:
         return None
-    if not path.is_file():
+    try:
+        if not path.is_file():
+            return None
+        sha = spool.read_checksum(path)
+        size = path.stat().st_size
+        if sha is None:
+            digest = sha256_file(path)
+            sha, size = digest.sha256, digest.size
+    except OSError as exc:
+        log.warning("spool %s unreadable (%s); skipped", path, exc.strerror)
         return None
-    sha = spool.read_checksum(path)
-    size = path.stat().st_size
-    if sha is None:
-        digest = sha256_file(path)
-        sha, size = digest.sha256, digest.size
     return SpoolArtifact(
         wal.kind,
         wal.name,
@@ -90,6 +96,14 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def _backup_artifact(kind: str, name: str, directory: Path) -> SpoolArtifact | None:
+    try:
+        return _describe_backup(kind, name, directory)
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        log.warning("spool %s/%s: unusable manifest.json (%s); left alone", kind, name, exc)
+        return None
+
+
+def _describe_backup(kind: str, name: str, directory: Path) -> SpoolArtifact | None:
     manifest = read_manifest(directory)
     if manifest is None:
         return None

@@ -124,7 +124,9 @@ class Producer:
             if row is not None and row["state"] == "verified":
                 continue
             last = self.announced.get((art.kind, art.name))
-            if not initial and last is not None and now - last < self.reannounce_s:
+            # `stored` is waiting for verify; uploading it again would only race it
+            wait = self.reannounce_s * (6 if row is not None and row["state"] == "stored" else 1)
+            if not initial and last is not None and now - last < wait:
                 continue
             if self.announce(art):
                 count += 1

@@ -162,6 +162,13 @@ def restore_pitr(
         wal=wal_ranges,
         hours=max(1.0, timeout / 3600 + 1),
     ):
+        # retention may have marked something in the plan while it was being made
+        again = restorable_at(catalog, to).plan
+        if again is None or again.window.backup_id != plan.window.backup_id:
+            raise NotRestorable(
+                f"{plan.target}: the plan changed while the restore began "
+                "(retention?); run the restore again"
+            )
         return _restore(
             settings,
             catalog,

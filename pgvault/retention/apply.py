@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgvault.catalog.db import CatalogDB, now_iso
-from pgvault.catalog.wal import runs_remove
+from pgvault.catalog.leases import active
+from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.errors import StoreError
 from pgvault.producers.spoolscan import locate
 from pgvault.retention.policy import RetentionPlan, segments_to_remove
@@ -65,6 +66,20 @@ def _mark_expiring(catalog: CatalogDB, rows: list[dict[str, Any]]) -> None:
                     runs_remove(conn, int(r["timeline"]), int(r["segno"]))
 
 
+def _spare_leased(catalog: CatalogDB, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A restore or drill that started after the plan was made: give back what it holds."""
+    leases = active(catalog)
+    held = [r for r in batch if leases.covers(r["kind"], r["name"], r["timeline"], r["segno"])]
+    if held:
+        with catalog.transaction() as conn:
+            for r in held:
+                conn.execute("UPDATE artifacts SET expiring_at = NULL WHERE id = ?", (r["id"],))
+                if r["segno"] is not None and r["state"] == "verified":
+                    runs_add(conn, int(r["timeline"]), int(r["segno"]))
+        log.info("retention: %d item(s) spared, a restore or drill now holds them", len(held))
+    return [r for r in batch if r not in held]
+
+
 def apply(
     catalog: CatalogDB, store: ObjectStore, spool_dir: Any, retention: RetentionPlan
 ) -> ApplyReport:
@@ -72,7 +87,7 @@ def apply(
     report = ApplyReport()
     _mark_expiring(catalog, rows)
     for start in range(0, len(rows), BATCH):
-        batch = rows[start : start + BATCH]
+        batch = _spare_leased(catalog, rows[start : start + BATCH])
         keys = {
             r["id"]: [f["key"] for f in json.loads(r["files"] or "[]") if f.get("key")]
             for r in batch

@@ -60,7 +60,7 @@ class ArtifactEvent(_Model):
     kind: ArtifactKind
     state: ArtifactState
     name: str
-    files: tuple[FileInfo, ...]
+    files: tuple[FileInfo, ...] = Field(min_length=1)
     meta: dict[str, Any] = {}
     reupload: bool = False  # ready event asking upload to replace a bad stored copy
     error: str | None = None  # corrupt/missing: what was wrong

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from pgvault.errors import ConfigError
 from pgvault.lightconf import (
@@ -189,8 +194,23 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """amqp://user:secret@host/vhost -> amqp://user:****@host/vhost."""
-    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1****@", url)
+    """amqp://user:secret@host/vhost -> amqp://user:****@host/vhost (the password may
+    itself contain '@' or ':'; everything up to the last '@' of the authority goes)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.split(":", 1)[0]
+    masked = f"{user}:****" if ":" in userinfo else user
+    return f"{scheme}://{masked}@{host}{slash}{path}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _format_error(exc: ValidationError, path: Path) -> str:
@@ -208,6 +228,8 @@ def load_settings(explicit: str | Path | None = None) -> Settings:
         settings = Settings(**cast(dict[str, Any], data))
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, path)) from None
+    except (SettingsError, ValueError) as exc:  # e.g. a PGVAULT_* value that is not JSON
+        raise ConfigError(f"config {path}: environment: {_first_line(exc)}") from None
     settings.config_file = path
     identity = os.environ.get("PGVAULT_AGE_IDENTITY")
     if identity and not settings.encryption.identity_file:
@@ -221,3 +243,5 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, Path("<dict>"))) from None
+    except (SettingsError, ValueError) as exc:
+        raise ConfigError(f"config: environment: {_first_line(exc)}") from None

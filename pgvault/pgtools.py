@@ -48,9 +48,11 @@ def run_tool(
     timeout: float | None = None,
     check: bool = True,
     what: str | None = None,
+    inherit: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a client program; a non-zero exit is PostgresError with its last stderr line."""
-    full_env = dict(os.environ)
+    """Run a client program; a non-zero exit is PostgresError with its last stderr line.
+    `inherit=False`: the program sees only `env`, not this process's environment."""
+    full_env = dict(os.environ) if inherit else {}
     full_env.update(env or {})
     try:
         proc = subprocess.run(

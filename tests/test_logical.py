@@ -206,6 +206,9 @@ def test_single_table_restore_replaces_just_that_table(make_env: EnvFactory) -> 
 
     # a bare table name into a new database: that table, with what it needs
     rep = restore_json(env, "--db", MEDUSA, "--target-db", "pages_only", "--table", "pages")
+    # the database now exists: replacing a table in it again needs --clean
+    again = restore(env, "--db", MEDUSA, "--target-db", "pages_only", "--table", "pages")
+    assert again.returncode == 1 and "pass --clean" in again.stderr
     assert rep["ok"] and [t["name"] for t in rep["tables"]] == ["pages"]
     assert any("revisions_page_id_fkey" in s for s in rep["skipped"])
     assert pg.sql(

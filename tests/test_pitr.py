@@ -103,6 +103,29 @@ def test_restore_to_three_points_in_time_matches_the_table(
             shutil.rmtree(env.base / f"restore{i}")
 
 
+def test_a_base_backup_restores_to_its_consistent_point(make_env: EnvFactory) -> None:
+    env = make_env("local")
+    pg = prepare(env)
+    at_backup = snapshot(pg)
+    env.cli("backup", "physical")
+    pg.sql("INSERT INTO ticks(note) VALUES ('after the backup')")
+    pg.wait_archived(pg.switch_wal())
+    env.drain()
+    (backup,) = env.cli_json("catalog", "list", "--kind", "physical")["artifacts"]
+    target_dir = env.base / "as-it-was"
+    result = env.cli_json(
+        "restore", "pitr", "--backup", backup["name"], "--target-dir", str(target_dir), "--start"
+    )
+    try:
+        dsn = f"host={result['socket_dir']} port={result['port']} user=postgres dbname=postgres"
+        assert snapshot(None, dsn) == at_backup
+        assert result["target"] == "immediate" and result["segments"] == 0
+    finally:
+        stop_server(target_dir)
+    bad = env.cli("restore", "pitr", "--target-dir", str(env.base / "x"), check=False)
+    assert bad.returncode == 2 and "--backup" in bad.stderr
+
+
 def test_restorable_before_first_backup_and_across_a_gap(make_env: EnvFactory) -> None:
     env = make_env("local")
     pg = prepare(env)

@@ -7,8 +7,10 @@ the webhook URL or the SMTP password: every message passes through `redact`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Protocol
+from urllib.parse import quote
 
 from pgvault.alerts.message import Notification
 from pgvault.config import AlertSettings
@@ -33,18 +35,25 @@ class Channel(Protocol):
         """Deliver one notification or raise ChannelError."""
 
 
+_WEBHOOK_TOKEN = re.compile(r"(webhooks/)[^\s'\"/]+/[^\s'\"/?]+", re.IGNORECASE)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret (and, for URLs, their path and query) with a mask."""
-    for secret in secrets:
+    """Replace every secret with a mask: the exact value, a URL's path and query (also as
+    repr() or percent-encoded text shows them), and any webhook id/token pair."""
+    for raw in secrets:
+        secret = raw.strip()
         if not secret:
             continue
-        text = text.replace(secret, MASK)
+        variants = {secret, repr(secret)[1:-1], quote(secret, safe="")}
         if "://" in secret:
-            rest = secret.split("://", 1)[1]
-            path = rest.partition("/")[2]
+            path = secret.split("://", 1)[1].partition("/")[2]
             if path:
-                text = text.replace(path, MASK)
-    return text
+                variants |= {path, repr(path)[1:-1], quote(path, safe="/")}
+        for variant in sorted(variants, key=len, reverse=True):
+            if len(variant) >= 6:
+                text = text.replace(variant, MASK)
+    return _WEBHOOK_TOKEN.sub(lambda m: m.group(1) + MASK, text)
 
 
 def build_channels(alerts: AlertSettings) -> list[Channel]:

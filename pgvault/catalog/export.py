@@ -166,12 +166,14 @@ def _receipts(catalog: CatalogDB, store: ObjectStore, root: str, stats: ExportSt
 
 
 def _drills_and_timelines(
-    catalog: CatalogDB, store: ObjectStore, root: str, stats: ExportStats
+    catalog: CatalogDB, store: ObjectStore, root: str, stats: ExportStats, *, encrypted: bool
 ) -> None:
     for drill in catalog.query("SELECT * FROM drills"):
         key = f"{root}/drills/{drill['id']:08d}.json"
         if _changed(catalog, key, str(drill["finished_at"])):
-            _put_json(store, key, {"format": "pgvault-drill/1", "drill": drill})
+            # with encryption on, details (table names, row counts) stay out of plain receipts
+            record = dict(drill, details="{}") if encrypted else drill
+            _put_json(store, key, {"format": "pgvault-drill/1", "drill": record})
             _mark(catalog, key, str(drill["finished_at"]))
             stats.written += 1
     timelines = catalog.query("SELECT * FROM timelines ORDER BY timeline")
@@ -183,13 +185,15 @@ def _drills_and_timelines(
         stats.written += 1
 
 
-def export(catalog: CatalogDB, store: ObjectStore, layout: Layout) -> ExportStats:
+def export(
+    catalog: CatalogDB, store: ObjectStore, layout: Layout, *, encrypted: bool = False
+) -> ExportStats:
     """Bring the store's receipts in line with the catalog (idempotent, incremental)."""
     root = receipt_root(layout)
     stats = ExportStats()
     _wal_blocks(catalog, store, root, stats)
     _receipts(catalog, store, root, stats)
-    _drills_and_timelines(catalog, store, root, stats)
+    _drills_and_timelines(catalog, store, root, stats, encrypted=encrypted)
     if stats.written or stats.deleted:
         log.info("catalog export: %d receipt(s) written, %d removed", stats.written, stats.deleted)
     return stats

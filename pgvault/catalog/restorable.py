@@ -272,12 +272,37 @@ def logical_options(catalog: CatalogDB, target: str | None = None) -> list[dict[
     return rows
 
 
-def restorable_at(catalog: CatalogDB, when: datetime) -> Answer:
+IMMEDIATE = "immediate"  # target: the base backup's consistent point (recovery_target)
+
+
+def consistent_point(catalog: CatalogDB, backup_id: str) -> Plan | None:
+    """Restoring a verified base backup to its consistent point needs only the backup:
+    pg_wal.tar.zst holds the WAL from its start to its stop."""
+    for backup in physical_backups(catalog):
+        if backup["backup_id"] == backup_id or backup["name"] == backup_id:
+            window = window_for(catalog.conn, backup)
+            return Plan(
+                target=IMMEDIATE,
+                backup=backup,
+                window=window,
+                segments=0,
+                wal_bytes=0,
+                first_segment="",
+                last_segment="",
+                target_timeline=window.backup_timeline,
+            )
+    return None
+
+
+def restorable_at(catalog: CatalogDB, when: datetime, backup_id: str | None = None) -> Answer:
+    """T restorable, and how; `backup_id` restricts the plan to that base backup."""
     target = iso(when)
     conn = catalog.conn
     ws: list[Window] = []
     plan = None
     for backup in physical_backups(catalog):
+        if backup_id is not None and backup_id not in (backup["backup_id"], backup["name"]):
+            continue
         window = window_for(conn, backup)
         ws.append(window)
         if plan is None and window.usable and window.start <= target <= (window.end or ""):

@@ -111,4 +111,15 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgvault: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: still one line, the traceback only with -vv
+        import logging
+
+        logging.getLogger("pgvault").debug("unexpected error", exc_info=True)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(
+            f"pgvault: error: unexpected {type(exc).__name__}: {text} (run with -vv for "
+            "the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return int(result) if isinstance(result, int) else 0

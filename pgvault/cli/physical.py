@@ -66,7 +66,12 @@ def backup_physical(
 
 def restore_pitr(
     ctx: typer.Context,
-    to: str = typer.Option(..., "--to", help="Target time, ISO 8601 (no zone = UTC)."),
+    to: str | None = typer.Option(None, "--to", help="Target time, ISO 8601 (no zone = UTC)."),
+    backup: str | None = typer.Option(
+        None,
+        "--backup",
+        help="Use this base backup; without --to, restore it to its consistent point.",
+    ),
     target_dir: Path = typer.Option(..., "--target-dir", help="Empty or new data directory."),
     port: int | None = typer.Option(
         None, "--port", help="Port for the restored server (default: a free one)."
@@ -90,7 +95,7 @@ def restore_pitr(
     timeout: float = typer.Option(3600, "--timeout", help="Seconds to wait for recovery."),
     json_out: bool = typer.Option(False, "--json", help="Result as JSON."),
 ) -> None:
-    """Restore the cluster to a point in time: base backup + WAL replayed to --to.
+    """Restore the cluster to a point in time (--to), or a base backup as it was (--backup).
 
     The catalog picks the newest verified base backup before T with an unbroken verified
     WAL chain to T (see `pgvault catalog restorable --at T`); exit 1 when T is not
@@ -103,16 +108,19 @@ def restore_pitr(
     from pgvault.restore.pitr import restore_pitr as run
     from pgvault.storage import open_store
 
-    settings, catalog = _deps(ctx, restoring=True)
+    if to is None and backup is None:
+        raise UsageError("give --to T (point in time) or --backup ID (a base backup as it was)")
     try:
-        when = parse_time(to)
+        when = parse_time(to) if to else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    settings, catalog = _deps(ctx, restoring=True)
     result = run(
         settings,
         catalog,
         open_store(settings.storage),
         to=when,
+        backup_id=backup,
         target_dir=target_dir,
         port=port,
         start=start,

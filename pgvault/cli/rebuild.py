@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -39,7 +40,9 @@ def run_rebuild(
 
 
 def catalog_for_restore(settings: Settings) -> CatalogDB:
-    """The catalog; on a host that has none (the VM is gone), rebuilt from the store first."""
+    """The catalog; on a host that has none (the VM is gone), rebuilt from the store first,
+    into a side file renamed into place only when complete (an interrupted rebuild must
+    not leave a partial catalog that later runs would trust)."""
     from pgvault.catalog import open_catalog
 
     if settings.catalog_path.exists():
@@ -49,14 +52,20 @@ def catalog_for_restore(settings: Settings) -> CatalogDB:
         "(pgvault catalog rebuild)",
         err=True,
     )
-    catalog = open_catalog(settings)
+    side = settings.catalog_path.with_name(settings.catalog_path.name + ".rebuilding")
+    for stale in (side, *(side.with_name(side.name + x) for x in ("-wal", "-shm"))):
+        stale.unlink(missing_ok=True)
+    catalog = open_catalog(settings.model_copy(update={"catalog_path": side}))
     report, _checked, _bad = run_rebuild(settings, catalog)
+    catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    catalog.close()
+    os.replace(side, settings.catalog_path)
     typer.echo(
         f"rebuilt: {report.verified} verified and {report.unproven} unproven artifacts "
         f"from {report.objects} objects",
         err=True,
     )
-    return catalog
+    return open_catalog(settings, create=False)
 
 
 def rebuild_cmd(
@@ -140,6 +149,7 @@ def export_cmd(
         open_catalog(settings),
         open_store(settings.storage),
         Layout(settings.storage.prefix, settings.cluster),
+        encrypted=bool(settings.encryption.recipients),
     )
     if json_out:
         emit_json({"written": stats.written, "deleted": stats.deleted})

@@ -154,6 +154,7 @@ class Producer:
                 self.catalog,
                 self.store,
                 Layout(self.settings.storage.prefix, self.settings.cluster),
+                encrypted=bool(self.settings.encryption.recipients),
             )
         except PgvaultError as exc:
             log.warning("catalog export to the store failed (%s); retrying next rescan", exc)

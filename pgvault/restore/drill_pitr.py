@@ -106,12 +106,17 @@ def drill_pitr(
             pg.fetch_all(conn, settings.postgres.sanity_query)
         details["sanity_query"] = "ok"
         ok = True
-    except PgvaultError as exc:
-        details["error"] = str(exc)
-        log.error("pitr drill failed: %s", exc, extra={"artifact": f"physical/{backup_id}"})
+    except Exception as exc:  # any failure is a failed drill: recorded and alerted
+        details["error"] = (
+            str(exc) if isinstance(exc, PgvaultError) else f"{type(exc).__name__}: {exc}"
+        )
+        log.error(
+            "pitr drill failed: %s", details["error"], extra={"artifact": f"physical/{backup_id}"}
+        )
     finally:
         if server is not None:
             server.stop("immediate")
+            shutil.rmtree(server.socket_dir, ignore_errors=True)
         shutil.rmtree(target_dir, ignore_errors=True)
     finished = datetime.now(UTC)
     duration = round(time.monotonic() - t0, 2)

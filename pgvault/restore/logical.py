@@ -331,6 +331,11 @@ def _restore_tables(
     entries = pgtoc.parse(listing.stdout)
     with dbops.maintenance(settings) as conn:
         existed = pg.database_exists(conn, req.target_db)
+        if existed and req.target_db != req.db and not req.clean:
+            raise RestoreError(
+                f"target database {req.target_db} exists; pass --clean to replace the "
+                f"table(s) {', '.join(req.tables)} in it"
+            )
         if not existed:
             dbops.create_database(conn, req.target_db, manifest.get("database"))
     done = False

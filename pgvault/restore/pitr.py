@@ -23,7 +23,7 @@ from typing import Any
 
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import lease
-from pgvault.catalog.restorable import Plan, restorable_at
+from pgvault.catalog.restorable import Plan, consistent_point, restorable_at
 from pgvault.catalog.timelines import set_current
 from pgvault.config import Settings
 from pgvault.errors import NotRestorable, RestoreError
@@ -88,6 +88,18 @@ def _prepare_target(target_dir: Path, needed: int) -> None:
         )
 
 
+def _empty(target_dir: Path, *, remove: bool) -> None:
+    """Undo a failed restore: remove the directory we created, or empty the one given."""
+    if remove:
+        shutil.rmtree(target_dir, ignore_errors=True)
+        return
+    for child in target_dir.iterdir() if target_dir.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _materialize(
     settings: Settings,
     store: ObjectStore,
@@ -129,13 +141,29 @@ def _materialize(
     return fetched
 
 
+def _planned(catalog: CatalogDB, to: datetime | None, backup_id: str | None) -> Plan:
+    """PITR to `to` (optionally from one base backup), or a backup's consistent point."""
+    if to is None:
+        if backup_id is None:
+            raise NotRestorable("give --to T, or --backup ID to restore a base backup as it was")
+        plan = consistent_point(catalog, backup_id)
+        if plan is None:
+            raise NotRestorable(f"no verified base backup {backup_id} in the catalog")
+        return plan
+    answer = restorable_at(catalog, to, backup_id)
+    if answer.plan is None:
+        raise NotRestorable(not_restorable_message(answer))
+    return answer.plan
+
+
 def restore_pitr(
     settings: Settings,
     catalog: CatalogDB,
     store: ObjectStore,
     *,
-    to: datetime,
+    to: datetime | None,
     target_dir: Path,
+    backup_id: str | None = None,
     port: int | None = None,
     start: bool = False,
     action: str = "promote",
@@ -146,14 +174,13 @@ def restore_pitr(
     from_store: bool = False,
 ) -> PitrResult:
     t0 = time.monotonic()
-    answer = restorable_at(catalog, to)
-    plan = answer.plan
-    if plan is None:
-        raise NotRestorable(not_restorable_message(answer))
+    plan = _planned(catalog, to, backup_id)
     backup = plan.backup
     backup_id = str(backup["backup_id"])
     meta = backup["meta"]
-    _prepare_target(target_dir, int(meta.get("data_size") or 0) + plan.wal_bytes)
+    staged = sum(int(f.get("size") or 0) for f in backup["files"])  # the fetched archives
+    created = not target_dir.exists()
+    _prepare_target(target_dir, int(meta.get("data_size") or 0) + plan.wal_bytes + staged)
     wal_ranges = [(p.timeline, p.first, p.last) for p in plan.window.portions]
     with lease(
         catalog,
@@ -163,7 +190,10 @@ def restore_pitr(
         hours=max(1.0, timeout / 3600 + 1),
     ):
         # retention may have marked something in the plan while it was being made
-        again = restorable_at(catalog, to).plan
+        try:
+            again: Plan | None = _planned(catalog, to, backup_id)
+        except NotRestorable:
+            again = None
         if again is None or again.window.backup_id != plan.window.backup_id:
             raise NotRestorable(
                 f"{plan.target}: the plan changed while the restore began "
@@ -184,6 +214,7 @@ def restore_pitr(
             timeout=timeout,
             from_store=from_store,
             t0=t0,
+            created=created,
         )
 
 
@@ -203,6 +234,7 @@ def _restore(
     timeout: float,
     from_store: bool,
     t0: float,
+    created: bool,
 ) -> PitrResult:
     backup = plan.backup
     backup_id = str(backup["backup_id"])
@@ -221,7 +253,7 @@ def _restore(
         )
     except BaseException:
         # nothing half-restored is left behind: the target was empty or absent before
-        shutil.rmtree(target_dir, ignore_errors=True)
+        _empty(target_dir, remove=created)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -251,11 +283,17 @@ def _restore(
     if start:
         server = RestoredServer(target_dir, port, settings.postgres.bin_dir, superuser, socket_dir)
         started_at = time.monotonic()
-        server.start(timeout=int(timeout))
-        restored_to = server.wait_recovered(action, timeout)
+        try:
+            server.start(timeout=int(timeout))
+            restored_to = server.wait_recovered(action, timeout)
+        except BaseException:
+            server.stop("immediate")  # never leave a half-recovered server running
+            shutil.rmtree(socket_dir, ignore_errors=True)
+            raise
         replay_s = round(time.monotonic() - started_at, 2)
         if as_primary and action == "promote":
             new_timeline = server.timeline()
+            server.forget_recovery_settings()
             set_current(catalog, new_timeline)
             alog.info("timeline %d is now production's (catalog updated)", new_timeline)
         alog.info("recovery reached its target; last replayed commit %s", restored_to)

@@ -45,7 +45,8 @@ def pg_timestamp(iso_text: str) -> str:
 
 
 def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    """A postgresql.conf string: backslash escapes are processed there, quotes doubled."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def control_limits(datadir: Path, bin_dir: str) -> dict[str, str]:
@@ -106,18 +107,26 @@ def write_recovery(
     """Append the recovery block to postgresql.auto.conf and create recovery.signal."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     flag = " --from-store" if from_store else ""
-    restore_command = f"{pgvault_command(settings)} wal-restore{flag} %f %p"
+    # PostgreSQL expands %f/%p/%r/%% in restore_command: a literal % in a path is %%
+    command = pgvault_command(settings).replace("%", "%%")
+    restore_command = f"{command} wal-restore{flag} %f %p"
     lines = [
         "",
         f"# --- pgvault restore pitr, {now}: base backup {backup_id}, target {target}",
         f"restore_command = {_quote(restore_command)}",
-        f"recovery_target_time = {_quote(pg_timestamp(target))}",
-        "recovery_target_inclusive = on",
+        *(
+            ["recovery_target = 'immediate'"]
+            if target == "immediate"
+            else [
+                f"recovery_target_time = {_quote(pg_timestamp(target))}",
+                "recovery_target_inclusive = on",
+            ]
+        ),
         f"recovery_target_timeline = {_quote(str(timeline))}",
         f"recovery_target_action = {_quote(action)}",
-        f"port = {port}",
-        f"unix_socket_directories = {_quote(str(socket_dir))}",
     ]
+    if not as_primary:  # a copy beside production: its own port and a private socket
+        lines += [f"port = {port}", f"unix_socket_directories = {_quote(str(socket_dir))}"]
     if as_primary:
         lines.append("# --as-primary: this cluster becomes the new production; it keeps archiving.")
     else:

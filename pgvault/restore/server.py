@@ -16,6 +16,31 @@ from pgvault.config import PostgresSettings
 from pgvault.errors import RestoreError
 from pgvault.pgtools import find_tool, last_line, run_tool
 
+_SERVER_ENV = (
+    "PATH",
+    "LANG",
+    "TZ",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "PGVAULT_CONFIG",
+    "PGVAULT_AGE_IDENTITY",
+    "PGVAULT_SPOOL_DIR",
+    "PGVAULT_CATALOG_PATH",
+    "PGVAULT_CLUSTER",
+)
+_SERVER_ENV_PREFIXES = ("LC_", "AWS_", "PGVAULT_STORAGE__", "PGVAULT_ENCRYPTION__")
+
+
+def server_environment() -> dict[str, str]:
+    """What a restored server's restore_command (pgvault wal-restore) needs, nothing more:
+    no PGPASSWORD, broker URL, SMTP password or webhook in a postmaster's environment."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k in _SERVER_ENV or k.startswith(_SERVER_ENV_PREFIXES)
+    }
+
 
 class RestoredServer:
     def __init__(
@@ -45,6 +70,10 @@ class RestoredServer:
         if os.geteuid() == 0:
             st = self.datadir.stat()
             os.chown(self.logfile.parent, st.st_uid, st.st_gid)
+        # port and socket on the command line: a restored production (--as-primary) keeps
+        # its own settings for later starts; secrets the server does not need stay out of
+        # its environment (superusers can read it)
+        options = f"-p {self.port} -k {self.socket_dir}"
         proc = run_tool(
             self._cmd(
                 "pg_ctl",
@@ -52,6 +81,8 @@ class RestoredServer:
                 str(self.datadir),
                 "-l",
                 str(self.logfile),
+                "-o",
+                options,
                 "-w",
                 "-t",
                 str(timeout),
@@ -59,6 +90,8 @@ class RestoredServer:
             ),
             check=False,
             timeout=timeout + 30,
+            env=server_environment(),
+            inherit=False,
         )
         if proc.returncode != 0 and not self.running():
             raise RestoreError(f"restored server did not start: {self.log_problem()}")
@@ -84,6 +117,21 @@ class RestoredServer:
             if "FATAL" in line or "PANIC" in line:
                 return line.split("FATAL:", 1)[-1].strip() if "FATAL:" in line else line
         return last_line("\n".join(lines))
+
+    def forget_recovery_settings(self) -> None:
+        """After promotion to production: drop the recovery block from the configuration."""
+        with pg.connect(self.settings()) as conn:
+            for name in (
+                "restore_command",
+                "recovery_target_time",
+                "recovery_target_inclusive",
+                "recovery_target_timeline",
+                "recovery_target_action",
+            ):
+                pg.fetch_all(
+                    conn, pg.sql.SQL("ALTER SYSTEM RESET {}").format(pg.sql.Identifier(name))
+                )
+            pg.fetch_all(conn, "SELECT pg_reload_conf()")
 
     def timeline(self) -> int:
         with pg.connect(self.settings()) as conn:

@@ -168,3 +168,30 @@ def test_doctor_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1 and proc.stdout.startswith("FAIL config")
     assert "storage.type" in proc.stdout
+
+
+def test_doctor_warns_about_encryption(tmp_path: Path) -> None:
+    from pgvault.config import settings_from_dict
+    from pgvault.doctor import Doctor
+    from pgvault.keys import generate
+
+    remote = settings_from_dict({"storage": {"type": "s3", "bucket": "b"}})
+    doc = Doctor(remote)
+    doc.encryption()
+    assert [(f.name, f.status) for f in doc.findings] == [("encryption", "warn")]
+    identity = tmp_path / "id.txt"
+    recipient = generate(identity)
+    identity.chmod(0o644)
+    keyed = settings_from_dict(
+        {
+            "storage": {"type": "s3", "bucket": "b"},
+            "encryption": {"recipients": [recipient], "identity_file": str(identity)},
+        }
+    )
+    doc = Doctor(keyed)
+    doc.encryption()
+    assert [(f.name, f.status) for f in doc.findings] == [
+        ("encryption", "ok"),
+        ("identity", "warn"),
+    ]
+    assert "chmod 600" in doc.findings[1].fix

@@ -125,8 +125,12 @@ def write_recovery(
         f"recovery_target_timeline = {_quote(str(timeline))}",
         f"recovery_target_action = {_quote(action)}",
     ]
-    if not as_primary:  # a copy beside production: its own port and a private socket
-        lines += [f"port = {port}", f"unix_socket_directories = {_quote(str(socket_dir))}"]
+    if not as_primary:  # a copy beside production: its own port, a private socket, local only
+        lines += [
+            f"port = {port}",
+            f"unix_socket_directories = {_quote(str(socket_dir))}",
+            "listen_addresses = 'localhost'",
+        ]
     if as_primary:
         lines.append("# --as-primary: this cluster becomes the new production; it keeps archiving.")
     else:

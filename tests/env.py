@@ -171,12 +171,37 @@ class PgvaultEnv:
                 proc.kill()
         self.procs.clear()
 
-    def drain(self, rounds: int = 3) -> None:
-        """Run producer and each stage once until the pipeline is idle."""
+    def drain(self, rounds: int = 8) -> None:
+        """Run the producer once, then the three stages side by side (each `--once`) until
+        a whole round finds nothing to do."""
         self.cli("producer", "--once")
         for _ in range(rounds):
-            for stage in ("upload", "verify", "catalog"):
-                self.cli("worker", stage, "--once")
+            procs = [
+                subprocess.Popen(
+                    [
+                        *PGVAULT,
+                        "--config",
+                        str(self.config_path),
+                        "worker",
+                        stage,
+                        "--once",
+                        "--json",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for stage in ("upload", "verify", "catalog")
+            ]
+            busy = 0
+            for proc in procs:
+                out, err = proc.communicate(timeout=300)
+                assert proc.returncode == 0, f"worker --once failed: {err[-2000:]}"
+                counts = json.loads(out)
+                busy += counts["acked"] + counts["retried"] + counts["dead"]
+            if not busy:
+                return
+        raise AssertionError(f"the pipeline did not go quiet in {rounds} rounds")
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
         deadline = time.monotonic() + timeout

@@ -4,6 +4,10 @@ delay queues, dead-lettering with alerts, and the stub twin's policy."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -17,6 +21,7 @@ from pgvault.consumers.worker import Worker
 from pgvault.errors import BrokerError, IntegrityError, StoreUnavailable
 from pgvault.schemas import AlertEvent, ArtifactEvent, FileInfo
 from tests.conftest import EnvFactory
+from tests.env import PGVAULT
 
 
 def wal_event(cluster: str, n: int = 1) -> ArtifactEvent:
@@ -172,3 +177,30 @@ def test_stub_broker_applies_the_same_policy() -> None:
     assert [json.loads(d.body)["check"] for d in broker.queues[broker.topology.queue("alert")]] == [
         "dead_letter"
     ]
+
+
+def test_worker_speaks_systemd_notify_and_stops_on_sigterm(make_env: EnvFactory) -> None:
+    """Type=notify units: READY=1 once consuming, STOPPING=1 and exit 0 on SIGTERM."""
+    env = make_env("local")
+    env.cli("init")
+    sock_path = env.base / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(30)
+        proc = subprocess.Popen(
+            [*PGVAULT, "--config", str(env.config_path), "worker", "upload"],
+            env={**os.environ, "NOTIFY_SOCKET": str(sock_path)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert sock.recv(256) == b"READY=1"
+            proc.send_signal(signal.SIGTERM)
+            assert sock.recv(256) == b"STOPPING=1"
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err

@@ -24,13 +24,15 @@ WEBHOOK_TOKEN = "s3cr3t-w3bh00k-t0ken"
 
 
 class FakeDiscord:
-    """Accepts webhook POSTs like Discord (204), or fails the next `fail_next` with 500."""
+    """Accepts webhook POSTs like Discord (204), or fails the next `fail_next` with 500, or
+    answers the next ones with 429 and the Retry-After seconds queued in `rate_limits`."""
 
     def __init__(self) -> None:
         self.attempts: list[dict[str, Any]] = []  # every POST, accepted or not
         self.posts: list[dict[str, Any]] = []  # accepted ones (JSON bodies)
         self.paths: list[str] = []
         self.fail_next = 0
+        self.rate_limits: list[float] = []
         self.lock = threading.Lock()
         fake = self
 
@@ -40,12 +42,24 @@ class FakeDiscord:
                 with fake.lock:
                     fake.attempts.append(body)
                     fake.paths.append(self.path)
-                    failing = fake.fail_next > 0
-                    if failing:
+                    limit = fake.rate_limits.pop(0) if fake.rate_limits else None
+                    failing = limit is None and fake.fail_next > 0
+                    if limit is not None:
+                        pass
+                    elif failing:
                         fake.fail_next -= 1
                     else:
                         fake.posts.append(body)
-                if failing:
+                if limit is not None:
+                    data = json.dumps({"message": "You are being rate limited.",
+                                       "retry_after": limit, "global": False}).encode()  # fmt: skip
+                    self.send_response(429)
+                    self.send_header("Retry-After", f"{limit:g}")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                elif failing:
                     data = json.dumps({"message": "internal trouble", "code": 0}).encode()
                     self.send_response(500)
                     self.send_header("Content-Type", "application/json")

@@ -222,6 +222,29 @@ def test_unreachable_webhook_error_names_no_secret() -> None:
     assert WEBHOOK_TOKEN not in redact(f"path api/webhooks/42/{WEBHOOK_TOKEN}", [url])
 
 
+def test_discord_rate_limit_short_wait_is_honoured_long_one_is_left_to_retries(
+    discord: FakeDiscord,
+) -> None:
+    channel = build_channels(AlertSettings(discord_webhook_url=discord.url))[0]
+    assert isinstance(channel, DiscordChannel)
+    note = from_event(AlertEvent(cluster="c", severity="critical", check="store", summary="down"))
+    discord.rate_limits = [0.4]
+    started = time.monotonic()
+    channel.send(note)  # waited out in place, then accepted
+    assert time.monotonic() - started >= 0.4
+    assert len(discord.attempts) == 2 and len(discord.posts) == 1
+    discord.rate_limits = [0.1, 0.1]
+    with pytest.raises(ChannelError, match="rate limited by Discord twice"):
+        channel.send(note)
+    assert len(discord.attempts) == 4 and len(discord.posts) == 1
+    discord.rate_limits = [30]
+    started = time.monotonic()
+    with pytest.raises(ChannelError, match=r"retry after 30 s") as info:
+        channel.send(note)  # too long to block a worker: fails now, the retry policy waits
+    assert time.monotonic() - started < 5 and WEBHOOK_TOKEN not in str(info.value)
+    assert len(discord.attempts) == 5 and len(discord.posts) == 1
+
+
 def test_bursts_are_rate_limited_into_a_digest(
     tmp_path: Path,
     discord: FakeDiscord,

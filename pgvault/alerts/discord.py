@@ -3,12 +3,15 @@
 The message is a short bold line (`content`) plus an embed: the summary, and fields for
 where, value vs threshold and what to do; coloured by severity. `allowed_mentions` is
 empty so a summary can never ping @everyone. The webhook URL is a secret (its path holds
-the token): it never appears in logs or errors.
+the token): it never appears in logs or errors. A 429 whose Retry-After is short (at most
+MAX_INLINE_WAIT_S) is waited out and the POST sent once more; a longer one fails the send,
+and the worker's retry policy (delay queues) takes over.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -26,6 +29,7 @@ COLORS = {
     "resolved": 0x388E3C,
     "digest": 0x7B1FA2,
 }
+MAX_INLINE_WAIT_S = 5.0
 ICONS = {"critical": "🔴", "warning": "🟠", "info": "🔵", "resolved": "✅", "digest": "📋"}
 
 
@@ -72,27 +76,52 @@ class DiscordChannel:
         url = self._url.get_secret_value()
         if not url.startswith(("https://", "http://")):
             raise ChannelError("discord webhook: alerts.discord_webhook_url is not an http(s) URL")
-        request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        body = json.dumps(payload(note)).encode()
+        wait = self._post(url, body)
+        if wait is not None:
+            time.sleep(wait)
+            wait = self._post(url, body)
+            if wait is not None:
+                raise self._fail(f"rate limited by Discord twice (retry after {wait:g} s)")
+
+    def _post(self, url: str, body: bytes) -> float | None:
+        """POST once: None when accepted, the seconds to wait on a short 429; raises otherwise."""
+        request = urllib.request.Request(  # noqa: S310 - scheme checked by send()
             url,
-            data=json.dumps(payload(note)).encode(),
+            data=body,
             headers={"Content-Type": "application/json", "User-Agent": f"pgvault/{__version__}"},
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked above
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - scheme checked by send()
                 response.read()
+            return None
         except urllib.error.HTTPError as exc:
             detail = ""
             try:
-                body = json.loads(exc.read(2000) or b"{}")
-                detail = f": {body.get('message', '')}" if isinstance(body, dict) else ""
+                reply = json.loads(exc.read(2000) or b"{}")
+                detail = f": {reply.get('message', '')}" if isinstance(reply, dict) else ""
             except (ValueError, OSError):
-                pass
+                reply = None
             if exc.code == 429:
-                wait = exc.headers.get("Retry-After", "?") if exc.headers else "?"
-                raise self._fail(f"rate limited by Discord (retry after {wait} s)") from None
+                wait = _retry_after(exc.headers.get("Retry-After") if exc.headers else None, reply)
+                if wait is not None and wait <= MAX_INLINE_WAIT_S:
+                    return wait
+                shown = "?" if wait is None else f"{wait:g}"
+                raise self._fail(f"rate limited by Discord (retry after {shown} s)") from None
             raise self._fail(f"HTTP {exc.code} {exc.reason}{detail}") from None
         except urllib.error.URLError as exc:
             raise self._fail(f"unreachable ({exc.reason})") from None
         except (OSError, ValueError) as exc:
             raise self._fail(f"{type(exc).__name__}: {exc}") from None
+
+
+def _retry_after(header: str | None, reply: Any) -> float | None:
+    """Seconds to wait: the Retry-After header, else the JSON body's `retry_after`."""
+    for value in (header, reply.get("retry_after") if isinstance(reply, dict) else None):
+        try:
+            if value is not None:
+                return max(0.0, float(value))
+        except (TypeError, ValueError):
+            continue
+    return None

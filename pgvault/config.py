@@ -106,6 +106,7 @@ class AlertSettings(_Section):
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = True
+    smtp_ssl: bool = False  # implicit TLS from the first byte (port 465); overrides starttls
     email_from: str = ""
     email_to: list[str] = []
     max_backup_age_hours: float = 25

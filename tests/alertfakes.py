@@ -128,9 +128,14 @@ class FakeSMTP:
             self.controller.stop()
 
 
-def start_smtp(password: str | None = None, tls_context: ssl.SSLContext | None = None) -> FakeSMTP:
+def start_smtp(
+    password: str | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    implicit_tls: bool = False,
+) -> FakeSMTP:
     """An SMTP server; with `password`, AUTH (user `alerts`) is required; with a TLS
-    context, STARTTLS is required before anything else."""
+    context, STARTTLS is required before anything else (or, with `implicit_tls`, TLS from
+    the first byte, as on port 465)."""
     fake = FakeSMTP(free_port())
     kwargs: dict[str, Any] = {}
     if password is not None:
@@ -147,8 +152,10 @@ def start_smtp(password: str | None = None, tls_context: ssl.SSLContext | None =
             return AuthResult(success=ok, handled=False)
 
         kwargs.update(authenticator=authenticator, auth_required=True)
-        kwargs["auth_require_tls"] = tls_context is not None
-    if tls_context is not None:
+        kwargs["auth_require_tls"] = tls_context is not None and not implicit_tls
+    if tls_context is not None and implicit_tls:
+        kwargs["ssl_context"] = tls_context
+    elif tls_context is not None:
         kwargs.update(tls_context=tls_context, require_starttls=True)
     fake.controller = Controller(fake, hostname="127.0.0.1", port=fake.port, **kwargs)
     fake.controller.start()

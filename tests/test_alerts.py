@@ -210,6 +210,43 @@ def test_starttls_is_never_silently_skipped(smtp: FakeSMTP) -> None:
     assert smtp.mails == []
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_implicit_tls_on_port_465_style_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, tls = self_signed(tmp_path)
+    relay = start_smtp(password="right-Passw0rd", tls_context=tls, implicit_tls=True)
+    try:
+        settings = AlertSettings(
+            smtp_host="127.0.0.1",
+            smtp_port=relay.port,
+            smtp_ssl=True,
+            smtp_user="alerts",
+            smtp_password="right-Passw0rd",
+            email_to=["a@example.org"],
+        )
+        event = AlertEvent(cluster="c", severity="warning", check="disk", summary="full")
+        channel = build_channels(settings)[0]
+        assert isinstance(channel, MailChannel) and "(TLS)" in channel.describe()
+        with pytest.raises(ChannelError, match="CERTIFICATE_VERIFY_FAILED"):
+            channel.send(from_event(event))  # an untrusted certificate is never accepted
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        channel.send(from_event(event))
+        assert relay.logins == [("alerts", "right-Passw0rd")]
+        assert [m.subject for m in relay.mails] == ["[pgvault] [WARNING] disk on c"]
+        plain = start_smtp()  # a server that does not speak TLS at all
+        try:
+            with pytest.raises(ChannelError) as info:
+                build_channels(settings.model_copy(update={"smtp_port": plain.port}))[0].send(
+                    from_event(event)
+                )
+            assert "right-Passw0rd" not in str(info.value) and plain.mails == []
+        finally:
+            plain.close()
+    finally:
+        relay.close()
+
+
 def test_unreachable_webhook_error_names_no_secret() -> None:
     url = f"http://127.0.0.1:9/api/webhooks/42/{WEBHOOK_TOKEN}"
     channel = build_channels(AlertSettings(discord_webhook_url=url))[0]

@@ -1,6 +1,7 @@
-"""SMTP e-mail channel (stdlib smtplib): STARTTLS when alerts.smtp_starttls (the default;
-the server must offer it, pgvault never falls back to plain text), AUTH when
-alerts.smtp_user is set, with the password from PGVAULT_ALERTS__SMTP_PASSWORD."""
+"""SMTP e-mail channel (stdlib smtplib): implicit TLS when alerts.smtp_ssl (submissions,
+port 465), else STARTTLS when alerts.smtp_starttls (the default; the server must offer it,
+pgvault never falls back to plain text); AUTH when alerts.smtp_user is set, with the
+password from PGVAULT_ALERTS__SMTP_PASSWORD. Certificates are always verified."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class MailChannel:
     def __init__(self, alerts: AlertSettings, timeout: float = 20.0) -> None:
         self.host = alerts.smtp_host
         self.port = alerts.smtp_port
-        self.starttls = alerts.smtp_starttls
+        self.implicit_tls = alerts.smtp_ssl
+        self.starttls = alerts.smtp_starttls and not alerts.smtp_ssl
         self.user = alerts.smtp_user
         self._password = alerts.smtp_password
         self.sender = alerts.email_from or f"pgvault@{socket.getfqdn()}"
@@ -32,7 +34,7 @@ class MailChannel:
         self.timeout = timeout
 
     def describe(self) -> str:
-        tls = "STARTTLS" if self.starttls else "plain"
+        tls = "TLS" if self.implicit_tls else "STARTTLS" if self.starttls else "plain"
         return f"e-mail via {self.host}:{self.port} ({tls}) to {len(self.recipients)} recipient(s)"
 
     def message(self, note: Notification) -> EmailMessage:
@@ -52,10 +54,20 @@ class MailChannel:
         where = f"e-mail via {self.host}:{self.port}"
         return ChannelError(redact(f"{where}: {text}", [self._password.get_secret_value()]))
 
+    def _connect(self) -> smtplib.SMTP:
+        if self.implicit_tls:
+            return smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                timeout=self.timeout,
+                context=ssl.create_default_context(),
+            )
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
     def send(self, note: Notification) -> None:
         msg = self.message(note)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            with self._connect() as smtp:
                 smtp.ehlo()
                 if self.starttls:
                     smtp.starttls(context=ssl.create_default_context())

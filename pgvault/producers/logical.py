@@ -38,7 +38,7 @@ from pgvault.catalog.queries import state_of
 from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
 from pgvault.errors import BackupError, PgvaultError, SpoolError
-from pgvault.ids import new_backup_id
+from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
 from pgvault.pgtables import TableRef, count_all
 from pgvault.pgtools import find_tool, libpq_env, run_tool
@@ -124,17 +124,16 @@ class LogicalBackup:
             return DumpOutcome(db, False, error=error, duration_s=_since(start))
 
     def _new_id(self, db: str, db_dir: Path) -> tuple[str, datetime]:
-        """A backup id no other backup of this database has (ids have 1 s resolution)."""
-        while True:
-            now = datetime.now(UTC)
-            backup_id = new_backup_id(now)
-            taken = (db_dir / backup_id).exists() or (
-                self.catalog is not None
-                and state_of(self.catalog, "logical", f"{db}/{backup_id}") is not None
-            )
-            if not taken:
-                return backup_id, now
-            time.sleep(1.05 - now.microsecond / 1e6)
+        """A backup id no other backup of this database has, in the spool or the catalog."""
+        catalog = self.catalog
+
+        def taken(backup_id: str) -> bool:
+            if (db_dir / backup_id).exists():
+                return True
+            name = f"{db}/{backup_id}"
+            return catalog is not None and state_of(catalog, "logical", name) is not None
+
+        return unique_backup_id(taken)
 
     def _run(self, db: str) -> DumpOutcome:
         check_db_name(db)

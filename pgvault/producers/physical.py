@@ -28,10 +28,11 @@ from pgvault import pg, spool
 from pgvault.alerting import raise_alert
 from pgvault.broker.base import Broker
 from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.queries import state_of
 from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
 from pgvault.errors import BackupError, PgvaultError, SpoolError
-from pgvault.ids import new_backup_id
+from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
 from pgvault.pgtools import find_tool, libpq_env, run_tool
 from pgvault.producers.basebackup_verify import (
@@ -63,9 +64,19 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
             " current_setting('server_version') AS version,"
             " current_setting('server_version_num')::int AS version_num,"
             " current_setting('wal_segment_size') AS seg_size,"
-            " current_setting('data_directory') AS data_directory",
+            " current_setting('data_directory') AS data_directory,"
+            " (SELECT string_agg(spcname, ', ' ORDER BY spcname) FROM pg_tablespace"
+            "  WHERE spcname NOT IN ('pg_default', 'pg_global')) AS tablespaces",
         )
     assert row is not None
+    if row["tablespaces"]:
+        # pg_basebackup -Ft writes each tablespace as its own tar, which pgvault neither
+        # verifies nor restores: refuse rather than keep a backup that cannot come back
+        raise BackupError(
+            f"the cluster has tablespace(s) {row['tablespaces']}, which pgvault cannot back "
+            "up physically yet; move their objects to pg_default (ALTER ... SET TABLESPACE) "
+            "or rely on logical backups"
+        )
     seg = str(row["seg_size"])
     seg_size = int(seg[:-2]) * 1024 * 1024 if seg.endswith("MB") else int(seg)
     return {
@@ -144,17 +155,20 @@ def take_physical_backup(
 
 
 def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) -> PhysicalResult:
-    started = datetime.now(UTC)
     t0 = time.monotonic()
-    backup_id = new_backup_id(started)
-    alog = for_artifact(log, f"physical/{backup_id}")
     root = settings.spool_dir / "physical"
     root.mkdir(parents=True, exist_ok=True)
+    backup_id, started = unique_backup_id(
+        lambda b: (
+            (root / b).exists()
+            or (root / f".{b}.tmp").exists()
+            or (catalog is not None and state_of(catalog, "physical", b) is not None)
+        )
+    )
+    alog = for_artifact(log, f"physical/{backup_id}")
     tmp = root / f".{backup_id}.tmp"
     final = root / backup_id
     try:
-        if final.exists() or tmp.exists():
-            raise BackupError(f"backup {backup_id} already exists in the spool; retry in a second")
         facts = _server_facts(settings)
         tmp.mkdir(mode=0o750)
         alog.info("pg_basebackup started")

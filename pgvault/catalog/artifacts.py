@@ -14,27 +14,14 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import BACKUP_FACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB, iso
 from pgvault.catalog.timelines import record_history
 from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import ArtifactEvent
 
 RANK = {"ready": 0, "stored": 1, "verified": 2}
 RESETS = ("corrupt", "missing")
-_META_COLUMNS = (
-    "wal_type",
-    "timeline",
-    "segno",
-    "seg_size",
-    "start_lsn",
-    "end_lsn",
-    "first_commit",
-    "last_commit",
-    "db",
-    "backup_id",
-    "started_at",
-    "finished_at",
-)
+_META_COLUMNS = (*WAL_FACT_COLUMNS, *BACKUP_FACT_COLUMNS)
 
 
 @dataclass(frozen=True)

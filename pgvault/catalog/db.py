@@ -24,12 +24,8 @@ from pgvault.errors import CatalogError
 Migration = Callable[[sqlite_utils.Database], None]
 
 
-# Every column of `artifacts` but the id, in schema order (listing, export, rebuild).
-ARTIFACT_COLUMNS = (
-    "kind",
-    "name",
-    "state",
-    "state_at",
+# Facts about a WAL file's content (pg_waldump, object metadata) and about a backup.
+WAL_FACT_COLUMNS = (
     "wal_type",
     "timeline",
     "segno",
@@ -38,10 +34,16 @@ ARTIFACT_COLUMNS = (
     "end_lsn",
     "first_commit",
     "last_commit",
-    "db",
-    "backup_id",
-    "started_at",
-    "finished_at",
+)
+BACKUP_FACT_COLUMNS = ("db", "backup_id", "started_at", "finished_at")
+# Every column of `artifacts` but the id, in schema order (listing, export, rebuild).
+ARTIFACT_COLUMNS = (
+    "kind",
+    "name",
+    "state",
+    "state_at",
+    *WAL_FACT_COLUMNS,
+    *BACKUP_FACT_COLUMNS,
     "size",
     "stored_size",
     "sha256",

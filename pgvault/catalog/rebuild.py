@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgvault.catalog.db import ARTIFACT_COLUMNS, CatalogDB, iso, now_iso
+from pgvault.catalog.db import ARTIFACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB, iso, now_iso
 from pgvault.catalog.export import receipt_root
 from pgvault.catalog.timelines import record_history
 from pgvault.catalog.wal import runs_add, runs_remove
@@ -125,19 +125,7 @@ def _describe(
         head = store.head(info.key) or info
         facts = objmeta.facts_of(head.metadata)
         f = _file_from_head(info.key, name, head)
-        row = {
-            k: facts.get(k)
-            for k in (
-                "wal_type",
-                "timeline",
-                "segno",
-                "seg_size",
-                "start_lsn",
-                "end_lsn",
-                "first_commit",
-                "last_commit",
-            )
-        }
+        row = {k: facts.get(k) for k in WAL_FACT_COLUMNS}
         wal = parse_name(name)  # the name says where it sits, metadata or not
         seg = int(row["seg_size"] or DEFAULT_SEG_SIZE)
         row.update(wal_type=row["wal_type"] or wal.type, timeline=row["timeline"] or wal.timeline)

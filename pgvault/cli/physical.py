@@ -93,6 +93,13 @@ def restore_pitr(
         help="OS user that owns and runs the restored cluster (when pgvault runs as root).",
     ),
     timeout: float = typer.Option(3600, "--timeout", help="Seconds to wait for recovery."),
+    tablespace_map: list[str] = typer.Option(
+        [],
+        "--tablespace-map",
+        metavar="NAME=DIR",
+        help="Restore this tablespace (name, oid or original location) into DIR "
+        "(default: TARGET-DIR/pg_tblspc_data/NAME). Repeatable.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Result as JSON."),
 ) -> None:
     """Restore the cluster to a point in time (--to), or a base backup as it was (--backup).
@@ -102,12 +109,18 @@ def restore_pitr(
     restorable. Every fetched file is checked against its sha256 and the extracted tree
     with pg_verifybackup. The restored cluster does not archive (it must never write a
     new timeline into the production archive) unless --as-primary is given.
+
+    Tablespaces, whether in the base backup or created by replayed WAL, are restored
+    under the target directory (or where --tablespace-map says), never at their source
+    location: a restore on the production host cannot write into production's files.
     """
     from pgvault.consumers.factory import identities_for
     from pgvault.ids import parse_time
     from pgvault.restore.pitr import restore_pitr as run
+    from pgvault.restore.tablespaces import parse_map
     from pgvault.storage import open_store
 
+    ts_map = parse_map(tablespace_map)
     if to is None and backup is None:
         raise UsageError("give --to T (point in time) or --backup ID (a base backup as it was)")
     try:
@@ -129,6 +142,7 @@ def restore_pitr(
         identities=identities_for(settings),
         owner=owner,
         timeout=timeout,
+        tablespace_map=ts_map,
     )
     if json_out:
         emit_json(result.as_dict())
@@ -138,6 +152,11 @@ def restore_pitr(
         f"(timeline {result.timeline}, {result.segments} WAL segments, "
         f"{human_bytes(result.wal_bytes)} to replay)"
     )
+    for ts in result.tablespaces:
+        typer.echo(
+            f"tablespace {ts['name'] or ts['oid']} ({ts['from']}, source {ts['source_location']})"
+            f" -> {ts['restored_to']}"
+        )
     typer.echo(
         f"archive_mode = {result.archive_mode}"
         + (

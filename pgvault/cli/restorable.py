@@ -116,6 +116,9 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
     answer = restorable_at(cat, when)
     plan = answer.plan
     logical = _logical_json(answer.logical, answer.target)
+    tablespaces: dict[str, Any] = (
+        _plan_tablespaces(cat, plan) if plan else {"created": [], "unscanned": 0}
+    )
     command = f"pgvault restore pitr --to {answer.target} --target-dir DIR" if plan else None
     if json_out:
         emit_json(
@@ -134,6 +137,8 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
                     "segments": plan.segments,
                     "wal_bytes": plan.wal_bytes,
                     "command": command,
+                    "tablespaces": tablespaces["created"],
+                    "segments_to_scan_for_tablespaces": tablespaces["unscanned"],
                 },
                 "nearest": {"before": answer.before, "after": answer.after},
                 "logical": logical,
@@ -147,6 +152,16 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
             f"{plan.last_segment} ({plan.segments} segments, "
             f"{human_bytes(plan.wal_bytes)})"
         )
+        for ts in tablespaces["created"]:
+            typer.echo(
+                f"  replay creates tablespace {ts['oid']} (source {ts['location']}): restored "
+                f"under DIR/pg_tblspc_data/{ts['oid']} unless --tablespace-map {ts['oid']}=DIR"
+            )
+        if tablespaces["unscanned"]:
+            typer.echo(
+                f"  {tablespaces['unscanned']} segment(s) were catalogued before tablespace "
+                "facts existed: the restore scans them for tablespaces as it replays"
+            )
         typer.echo(f"  -> {command}")
     else:
         typer.echo(f"no: {answer.target} is not restorable by PITR")
@@ -161,6 +176,25 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
             f"{_duration(item.get('data_loss_s') or 0)}) -> {item['command']}"
         )
     return plan is not None
+
+
+def _plan_tablespaces(cat: Any, plan: Any) -> dict[str, Any]:
+    """Tablespaces the replay to T creates (each restored inside the target), and how many
+    segments of the plan the restore will have to scan itself."""
+    from pgvault.catalog.tablespaces import replay_tablespaces
+
+    replay = replay_tablespaces(
+        cat.conn, [(p.timeline, p.first, p.last) for p in plan.window.portions]
+    )
+    last = plan.last_segment or ""
+    return {
+        "created": [
+            {"oid": e.oid, "location": e.location, "lsn": e.lsn, "segment": e.segment}
+            for e in replay.created
+            if e.segment <= last
+        ],
+        "unscanned": sum(1 for n in replay.unscanned if n <= last),
+    }
 
 
 def _duration(seconds: float) -> str:

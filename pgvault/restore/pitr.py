@@ -16,7 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import lease
 from pgvault.catalog.restorable import Plan, consistent_point, restorable_at
+from pgvault.catalog.tablespaces import ReplayTablespaces, replay_tablespaces
 from pgvault.catalog.timelines import set_current
 from pgvault.config import Settings
 from pgvault.errors import NotRestorable, RestoreError
@@ -34,6 +35,9 @@ from pgvault.restore.fetch import fetch_file, files_of
 from pgvault.restore.recovery_conf import ensure_server_files, write_recovery
 from pgvault.restore.safetar import chown_tree, extract_zst_tar
 from pgvault.restore.server import RestoredServer
+from pgvault.restore.tablespaces import Mapped, install_guard, plan_mapping, sources_of
+from pgvault.restore.tblspc_guard import GuardError
+from pgvault.restore.tblspc_guard import apply as guard_segment
 from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class PitrResult:
     fetched_from: dict[str, str]
     duration_s: float
     replay_s: float | None = None  # server start -> target reached (WAL replay)
+    tablespaces: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,11 +177,18 @@ def restore_pitr(
     owner: str = "postgres",
     timeout: float = 3600,
     from_store: bool = False,
+    tablespace_map: dict[str, Path] | None = None,
 ) -> PitrResult:
     t0 = time.monotonic()
     plan = _planned(catalog, to, backup_id)
     backup = plan.backup
     backup_id = str(backup["backup_id"])
+    # invariant 11, decided before anything is fetched: where every tablespace goes
+    user_map = tablespace_map or {}
+    replay = replay_tablespaces(
+        catalog.conn, [(p.timeline, p.first, p.last) for p in plan.window.portions]
+    )
+    mapped = plan_mapping(target_dir, sources_of(replay, []), user_map)
     meta = backup["meta"]
     staged = sum(int(f.get("size") or 0) for f in backup["files"])  # the fetched archives
     created = not target_dir.exists()
@@ -215,6 +227,7 @@ def restore_pitr(
             from_store=from_store,
             t0=t0,
             created=created,
+            tablespaces=(replay, mapped, user_map),
         )
 
 
@@ -235,6 +248,7 @@ def _restore(
     from_store: bool,
     t0: float,
     created: bool,
+    tablespaces: tuple[ReplayTablespaces, list[Mapped], dict[str, Path]],
 ) -> PitrResult:
     backup = plan.backup
     backup_id = str(backup["backup_id"])
@@ -259,11 +273,20 @@ def _restore(
         shutil.rmtree(staging, ignore_errors=True)
     superuser = settings.postgres.user
     ensure_server_files(target_dir, settings.postgres.bin_dir, superuser)
+    replay, mapped, user_map = tablespaces
+    try:
+        _guard_tablespaces(settings, target_dir, replay, mapped, user_map)
+    except BaseException:
+        _empty(target_dir, remove=created)
+        raise
     port = port or free_port()
     socket_dir = Path(tempfile.mkdtemp(prefix="pgvault-sock-"))
     if os.geteuid() == 0:
         pw = pwd.getpwnam(owner)
         chown_tree(target_dir, pw.pw_uid, pw.pw_gid)
+        for m in mapped:
+            if m.directory.exists() and not m.directory.is_relative_to(target_dir):
+                chown_tree(m.directory, pw.pw_uid, pw.pw_gid)
         os.chown(socket_dir, pw.pw_uid, pw.pw_gid)
     os.chmod(target_dir, 0o700)
     write_recovery(
@@ -312,4 +335,31 @@ def _restore(
         fetched_from=fetched,
         duration_s=round(time.monotonic() - t0, 2),
         replay_s=replay_s,
+        tablespaces=[m.as_dict() for m in mapped],
     )
+
+
+def _guard_tablespaces(
+    settings: Settings,
+    target_dir: Path,
+    replay: ReplayTablespaces,
+    mapped: list[Mapped],
+    user_map: dict[str, Path],
+) -> None:
+    """Install the wal-restore guard, and apply it to the WAL the backup itself carries
+    (pg_wal.tar): recovery may read those segments without calling restore_command."""
+    install_guard(target_dir, replay, mapped, user_map, settings.postgres.bin_dir)
+    wal_dir = target_dir / "pg_wal"
+
+    def neighbour(name: str) -> str | None:
+        return str(wal_dir / name) if (wal_dir / name).is_file() else None
+
+    for seg in sorted(wal_dir.iterdir()):
+        if seg.is_file() and len(seg.name) == 24:
+            try:
+                for line in guard_segment(str(target_dir), seg.name, str(seg), neighbour):
+                    for_artifact(log, seg.name).info("%s", line)
+            except GuardError as exc:
+                raise RestoreError(
+                    f"{seg.name}: cannot map a tablespace into the restored cluster: {exc}"
+                ) from exc

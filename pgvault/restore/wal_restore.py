@@ -25,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from typing import Any
 
 from pgvault.errors import PgvaultError
 from pgvault.walfile import WalName, parse_name, read_header, segment_name
@@ -152,11 +153,9 @@ def kick_prefetch(
     )
 
 
-def serve(name: str, dest: str, config: str | None, *, use_spool: bool = True) -> int:
-    from pgvault.lightconf import load_light
-
+def _place(name: str, dest: str, conf: Any, config: str | None, *, use_spool: bool) -> int:
+    """Put NAME at dest, verified: prefetched copy, spool, or store."""
     wal = parse_name(name)
-    conf = load_light(config)
     prefetched = os.path.join(os.path.dirname(dest) or ".", PREFETCH_DIR, name)
     spooled: bool | None = False
     if os.path.isfile(prefetched):
@@ -173,6 +172,39 @@ def serve(name: str, dest: str, config: str | None, *, use_spool: bool = True) -
                 _err(f"{name}: the spool copy does not match its sha256 and the store has none")
                 return EXIT_ABORT
             return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
+def serve(name: str, dest: str, config: str | None, *, use_spool: bool = True) -> int:
+    from pgvault.lightconf import load_light
+
+    wal = parse_name(name)
+    conf = load_light(config)
+    placed = _place(name, dest, conf, config, use_spool=use_spool)
+    if placed != EXIT_OK:
+        return placed
+    # invariant 11: no replayed CREATE TABLESPACE may point outside the restored cluster
+    from pgvault.restore import tblspc_guard
+
+    def fetch_next(nxt: str) -> str | None:
+        path = os.path.join(os.path.dirname(dest) or ".", PREFETCH_DIR, nxt)
+        if os.path.isfile(path):
+            return path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".guard"
+        if _place(nxt, tmp, conf, config, use_spool=use_spool) != EXIT_OK:
+            return None
+        os.replace(tmp, path)
+        return path
+
+    datadir = os.path.dirname(os.path.dirname(os.path.abspath(dest)))
+    try:
+        for line in tblspc_guard.apply(datadir, name, dest, fetch_next):
+            _err(f"{name}: {line}")
+    except tblspc_guard.GuardError as exc:
+        os.unlink(dest)
+        _err(f"{name}: cannot map a tablespace into the restored cluster: {exc}")
+        return EXIT_ABORT
     kick_prefetch(config, wal, dest, spool_dir=conf.spool_dir, use_spool=use_spool)
     return EXIT_OK
 

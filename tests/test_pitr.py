@@ -11,10 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgvault.schemas import parse_event
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
-from tests.pgcluster import PG_BIN, as_postgres, chown_pg
+from tests.pgcluster import PG_BIN, as_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -261,36 +260,3 @@ def test_restore_after_a_timeline_switch_follows_the_new_timeline(make_env: EnvF
     assert rows == expected
     assert [r for r in rows if r[2].startswith("lost after t1")] == []
     assert rows[: len(at_t1)] == at_t1
-
-
-def test_a_cluster_with_a_tablespace_is_refused_with_nothing_left_behind(
-    make_env: EnvFactory,
-) -> None:
-    """pgvault cannot restore tablespaces yet: refusing beats a backup that cannot return."""
-    env = make_env("local")
-    pg = prepare(env)
-    env.cli("backup", "physical")  # fine without one
-    location = env.base / "ts_archive"
-    location.mkdir()
-    chown_pg(location)
-    pg.sql(f"CREATE TABLESPACE archive_ts LOCATION '{location}'")
-    pg.sql("CREATE TABLE cold (id int) TABLESPACE archive_ts")
-    before = sorted(p.name for p in (env.spool / "physical").iterdir())
-    proc = env.cli("backup", "physical", check=False)
-    assert proc.returncode != 0
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("pgvault: error:")]
-    assert len(errors) == 1 and "tablespace(s) archive_ts" in errors[0], proc.stderr
-    assert sorted(p.name for p in (env.spool / "physical").iterdir()) == before
-    cat = env.catalog()
-    try:
-        runs = cat.query(
-            "SELECT result, error FROM backup_runs WHERE kind = 'physical' ORDER BY id"
-        )
-    finally:
-        cat.close()
-    assert [r["result"] for r in runs] == ["ok", "failed"] and "archive_ts" in runs[1]["error"]
-    broker = env.broker()
-    failed = [parse_event(d.body) for d in broker.take(broker.topology.queue("alert"))]
-    assert [(a.check, a.subject) for a in failed if a.check == "backup_failed"] == [
-        ("backup_failed", "physical")
-    ]

@@ -8,6 +8,7 @@ nothing may change there, and the restored tablespace must live under the target
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -234,3 +235,88 @@ def test_segments_catalogued_without_tablespace_facts_are_scanned_at_restore(
     assert tree_digest(location) == before
     mapped = target_dir / "pg_tblspc_data" / str(oid)
     assert os.path.realpath(target_dir / "pg_tblspc" / str(oid)) == str(mapped.resolve())
+
+
+def test_backup_with_two_tablespaces_restores_exactly_with_and_without_a_map(
+    make_env: EnvFactory,
+) -> None:
+    env = make_env("s3")
+    pg = prepare(env)
+    spaces = {}
+    for name in ("ts_a", "ts_b"):
+        location = env.base / f"prod_{name}"
+        location.mkdir()
+        chown_pg(location)
+        pg.sql(f"CREATE TABLESPACE {name} LOCATION '{location}'")
+        pg.sql(f"CREATE TABLE t_{name} (id int PRIMARY KEY, note text) TABLESPACE {name}")
+        pg.sql(f"INSERT INTO t_{name} SELECT g, '{name} ' || g FROM generate_series(1, 3000) g")
+        spaces[name] = location
+    env.cli("backup", "physical")
+    pg.sql("UPDATE t_ts_a SET note = 'after backup' WHERE id <= 100")
+    pg.sql("INSERT INTO t_ts_b SELECT g, 'late ' || g FROM generate_series(3001, 3500) g")
+    pg.switch_wal()
+    time.sleep(0.3)
+    target = pg.one("SELECT clock_timestamp()").isoformat()
+    expected = {
+        n: [tuple(r) for r in pg.sql(f"SELECT id, note FROM t_{n} ORDER BY id")] for n in spaces
+    }
+    time.sleep(0.3)
+    pg.sql("DELETE FROM t_ts_a")
+    pg.wait_archived(pg.switch_wal())
+    env.drain()
+    cat = env.catalog()
+    try:
+        (row,) = cat.query("SELECT files, state FROM artifacts WHERE kind = 'physical'")
+    finally:
+        cat.close()
+    oids = {
+        n: int(pg.one("SELECT oid FROM pg_tablespace WHERE spcname = %s", (n,))) for n in spaces
+    }
+    assert row["state"] == "verified"
+    stored = {f["name"] for f in json.loads(row["files"])}
+    assert {f"{oids[n]}.tar.zst" for n in spaces} <= stored, stored
+    before = {n: tree_digest(loc) for n, loc in spaces.items()}
+    # the VM is gone: the catalog rebuilt from the store alone knows the tablespaces too
+    env.cli("producer", "--once")  # exports the verification receipts
+    restorable = env.cli_json("catalog", "restorable", "--at", target)
+    for suffix in ("", "-wal", "-shm"):
+        path = env.settings.catalog_path
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    env.cli("catalog", "rebuild")
+    assert env.cli_json("catalog", "restorable", "--at", target) == restorable
+    elsewhere = env.base / "b_elsewhere"
+    for label, extra in (
+        ("plain", []),
+        ("mapped", ["--tablespace-map", f"ts_b={elsewhere}"]),
+    ):
+        target_dir = env.base / f"restore_{label}"
+        result = env.cli_json(
+            "restore", "pitr", "--to", target, "--target-dir", str(target_dir), "--start", *extra
+        )
+        dsn = f"host={result['socket_dir']} port={result['port']} user=postgres dbname=postgres"
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for n in spaces:
+                    rows = conn.execute(f"SELECT id, note FROM t_{n} ORDER BY id").fetchall()
+                    assert [tuple(r) for r in rows] == expected[n], (label, n)
+                    conn.execute(f"UPDATE t_{n} SET note = 'written by the copy'")
+                conn.execute("CHECKPOINT")
+                locations = dict(
+                    conn.execute(
+                        "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace "
+                        "WHERE spcname LIKE 'ts_%'"
+                    ).fetchall()
+                )
+        finally:
+            stop_server(target_dir)
+        want_b = elsewhere if label == "mapped" else target_dir / "pg_tblspc_data" / "ts_b"
+        assert locations == {
+            "ts_a": str(target_dir / "pg_tblspc_data" / "ts_a"),
+            "ts_b": str(want_b),
+        }
+        assert {t["name"]: t["from"] for t in result["tablespaces"]} == {
+            "ts_a": "base backup",
+            "ts_b": "base backup",
+        }
+        for n, loc in spaces.items():
+            assert tree_digest(loc) == before[n], f"{label}: the copy wrote into {n}"

@@ -59,16 +59,31 @@ def _open_zst_tar(path: Path) -> tuple[Any, tarfile.TarFile]:
 
 
 @_as_backup_error
-def verify_base_tar(tar_path: Path, manifest: dict[str, Any]) -> int:
-    """Every file the manifest lists, with its size and SHA-256; returns files checked."""
+def verify_base_tar(
+    tar_path: Path, manifest: dict[str, Any], tablespaces: dict[str, Path] | None = None
+) -> int:
+    """Every file the manifest lists, with its size and SHA-256, in base.tar or in the
+    tar of its tablespace (`tablespaces`: "pg_tblspc/<oid>/" -> <oid>.tar.zst, whose
+    members are relative to the tablespace); returns the files checked."""
     expected = {f["Path"]: f for f in manifest["Files"]}
+    seen: set[str] = set()
+    for prefix, path in [("", tar_path), *sorted((tablespaces or {}).items())]:
+        seen |= _check_members(path, prefix, expected)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise BackupError(f"the backup lacks {len(missing)} manifest file(s), e.g. {missing[0]}")
+    return len(seen)
+
+
+def _check_members(tar_path: Path, prefix: str, expected: dict[str, Any]) -> set[str]:
     seen: set[str] = set()
     fh, tar = _open_zst_tar(tar_path)
     with fh, tar:
         for member in tar:
-            if not member.isfile() or member.name not in expected:
+            path = prefix + member.name
+            if not member.isfile() or path not in expected:
                 continue
-            entry = expected[member.name]
+            entry = expected[path]
             src = tar.extractfile(member)
             assert src is not None
             digest = hashlib.sha256()
@@ -78,20 +93,17 @@ def verify_base_tar(tar_path: Path, manifest: dict[str, Any]) -> int:
                 size += len(chunk)
             if size != entry["Size"]:
                 raise BackupError(
-                    f"{member.name}: {size} bytes in base.tar, manifest says {entry['Size']}"
+                    f"{path}: {size} bytes in {tar_path.name}, manifest says {entry['Size']}"
                 )
             if (
                 entry.get("Checksum-Algorithm") == "SHA256"
                 and digest.hexdigest() != entry["Checksum"]
             ):
                 raise BackupError(
-                    f"{member.name}: SHA-256 in base.tar does not match backup_manifest"
+                    f"{path}: SHA-256 in {tar_path.name} does not match backup_manifest"
                 )
-            seen.add(member.name)
-    missing = sorted(set(expected) - seen)
-    if missing:
-        raise BackupError(f"base.tar lacks {len(missing)} manifest file(s), e.g. {missing[0]}")
-    return len(seen)
+            seen.add(path)
+    return seen
 
 
 def wal_range(manifest: dict[str, Any]) -> tuple[int, int, int]:

@@ -64,19 +64,15 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
             " current_setting('server_version') AS version,"
             " current_setting('server_version_num')::int AS version_num,"
             " current_setting('wal_segment_size') AS seg_size,"
-            " current_setting('data_directory') AS data_directory,"
-            " (SELECT string_agg(spcname, ', ' ORDER BY spcname) FROM pg_tablespace"
-            "  WHERE spcname NOT IN ('pg_default', 'pg_global')) AS tablespaces",
+            " current_setting('data_directory') AS data_directory",
+        )
+        # pg_basebackup -Ft writes each of these as <oid>.tar beside base.tar
+        spaces = pg.fetch_all(
+            conn,
+            "SELECT oid::int AS oid, spcname AS name, pg_tablespace_location(oid) AS location "
+            "FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
         )
     assert row is not None
-    if row["tablespaces"]:
-        # pg_basebackup -Ft writes each tablespace as its own tar, which pgvault neither
-        # verifies nor restores: refuse rather than keep a backup that cannot come back
-        raise BackupError(
-            f"the cluster has tablespace(s) {row['tablespaces']}, which pgvault cannot back "
-            "up physically yet; move their objects to pg_default (ALTER ... SET TABLESPACE) "
-            "or rely on logical backups"
-        )
     seg = str(row["seg_size"])
     seg_size = int(seg[:-2]) * 1024 * 1024 if seg.endswith("MB") else int(seg)
     return {
@@ -84,7 +80,28 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
         "pg_version": row["version"],
         "pg_version_num": row["version_num"],
         "seg_size": seg_size,
+        "tablespaces": [
+            {"oid": int(t["oid"]), "name": str(t["name"]), "location": str(t["location"])}
+            for t in spaces
+        ],
     }
+
+
+def _tablespace_tars(tmp: Path, spaces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tablespaces pg_basebackup wrote, each with its tar; a tablespace created or
+    dropped while the backup ran is whatever the backup holds (WAL replay does the rest)."""
+    out = []
+    for space in spaces:
+        name = f"{space['oid']}.tar.zst"
+        if (tmp / name).exists():
+            out.append({**space, "file": name})
+    known = {t["file"] for t in out}
+    extra = sorted(p.name for p in tmp.glob("*.tar.zst") if p.name not in (*DATA_FILES, *known))
+    if extra:
+        raise BackupError(
+            f"pg_basebackup wrote {', '.join(extra)}: a tablespace pgvault did not see"
+        )
+    return out
 
 
 def _dir_size(path: Path) -> int:
@@ -175,12 +192,17 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
         _run_basebackup(settings, tmp, backup_id)
         _compress(tmp / "pg_wal.tar", tmp / "pg_wal.tar.zst", settings.storage.compression_level)
         manifest_pg = load_manifest(tmp / "backup_manifest")
-        checked = verify_base_tar(tmp / "base.tar.zst", manifest_pg)
+        spaces = _tablespace_tars(tmp, facts["tablespaces"])
+        checked = verify_base_tar(
+            tmp / "base.tar.zst",
+            manifest_pg,
+            {f"pg_tblspc/{t['oid']}/": tmp / t["file"] for t in spaces},
+        )
         wal_needed = verify_wal_tar(tmp / "pg_wal.tar.zst", manifest_pg, facts["seg_size"])
         timeline, start_lsn, end_lsn = wal_range(manifest_pg)
         finished = datetime.now(UTC)
         files: list[dict[str, Any]] = []
-        for name in DATA_FILES:
+        for name in (*DATA_FILES, *(t["file"] for t in spaces)):
             digest = sha256_file(tmp / name)
             files.append({"name": name, "size": digest.size, "sha256": digest.sha256})
         seg = facts["seg_size"]
@@ -206,6 +228,7 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
             "data_size": sum(int(f["Size"]) for f in manifest_pg["Files"]),
             "size": sum(int(f["size"]) for f in files),
             "verification": {"base_files_sha256_checked": checked, "wal_segments": wal_needed},
+            "tablespaces": spaces,
             "files": files,
         }
         spool.fsync_tree(tmp)

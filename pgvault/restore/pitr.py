@@ -27,17 +27,13 @@ from pgvault.catalog.restorable import Plan, consistent_point, restorable_at
 from pgvault.catalog.tablespaces import ReplayTablespaces, replay_tablespaces
 from pgvault.catalog.timelines import set_current
 from pgvault.config import Settings
-from pgvault.errors import NotRestorable, RestoreError
+from pgvault.errors import NotRestorable
 from pgvault.log import for_artifact
-from pgvault.pgtools import find_tool, run_tool
-from pgvault.progress import byte_progress
-from pgvault.restore.fetch import fetch_file, files_of
+from pgvault.restore import pitr_files
 from pgvault.restore.recovery_conf import ensure_server_files, write_recovery
-from pgvault.restore.safetar import chown_tree, extract_zst_tar
+from pgvault.restore.safetar import chown_tree
 from pgvault.restore.server import RestoredServer
-from pgvault.restore.tablespaces import Mapped, install_guard, plan_mapping, sources_of
-from pgvault.restore.tblspc_guard import GuardError
-from pgvault.restore.tblspc_guard import apply as guard_segment
+from pgvault.restore.tablespaces import Mapped, Source, plan_mapping, sources_of
 from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -82,70 +78,6 @@ def not_restorable_message(answer: Any) -> str:
     return "; ".join(parts) + " (see `pgvault catalog restorable`)"
 
 
-def _prepare_target(target_dir: Path, needed: int) -> None:
-    if target_dir.exists() and any(target_dir.iterdir()):
-        raise RestoreError(f"target directory {target_dir} is not empty; refusing to overwrite it")
-    target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    free = shutil.disk_usage(target_dir).free
-    if free < needed:
-        raise RestoreError(
-            f"{target_dir}: {free // 2**20} MiB free, the restore needs about {needed // 2**20} MiB"
-        )
-
-
-def _empty(target_dir: Path, *, remove: bool) -> None:
-    """Undo a failed restore: remove the directory we created, or empty the one given."""
-    if remove:
-        shutil.rmtree(target_dir, ignore_errors=True)
-        return
-    for child in target_dir.iterdir() if target_dir.is_dir() else ():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-
-
-def _materialize(
-    settings: Settings,
-    store: ObjectStore,
-    backup: dict[str, Any],
-    staging: Path,
-    target_dir: Path,
-    *,
-    identities: list[Any],
-    from_store: bool,
-) -> dict[str, str]:
-    """Fetch the base backup (sha256-checked), extract it, pg_verifybackup the tree."""
-    backup_id = str(backup["backup_id"])
-    files = {f.name: f for f in files_of(backup)}
-    total = sum(f.size for n, f in files.items() if n != "manifest.json")
-    fetched = {}
-    with byte_progress(f"fetching base backup {backup_id}", total) as advance:
-        for name in ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest"):
-            fetched[name] = fetch_file(
-                settings,
-                store,
-                files[name],
-                staging / name,
-                kind="physical",
-                name=backup_id,
-                identities=identities,
-                advance=advance,
-                prefer_spool=not from_store,
-            )
-    for_artifact(log, f"physical/{backup_id}").info("extracting into %s", target_dir)
-    extract_zst_tar(staging / "base.tar.zst", target_dir)
-    extract_zst_tar(staging / "pg_wal.tar.zst", target_dir / "pg_wal")
-    shutil.copy2(staging / "backup_manifest", target_dir / "backup_manifest")
-    # every extracted file against PostgreSQL's own manifest, and the WAL it needs
-    run_tool(
-        [find_tool("pg_verifybackup", settings.postgres.bin_dir), str(target_dir)],
-        what="pg_verifybackup",
-        timeout=3600,
-    )
-    return fetched
-
-
 def _planned(catalog: CatalogDB, to: datetime | None, backup_id: str | None) -> Plan:
     """PITR to `to` (optionally from one base backup), or a backup's consistent point."""
     if to is None:
@@ -159,6 +91,40 @@ def _planned(catalog: CatalogDB, to: datetime | None, backup_id: str | None) -> 
     if answer.plan is None:
         raise NotRestorable(not_restorable_message(answer))
     return answer.plan
+
+
+@dataclass
+class _Job:
+    """One restore, as planned: what every step needs."""
+
+    settings: Settings
+    catalog: CatalogDB
+    store: ObjectStore
+    plan: Plan
+    target_dir: Path
+    created: bool  # the target did not exist before: a failure removes it
+    replay: ReplayTablespaces
+    mapped: list[Mapped]
+    user_map: dict[str, Path]
+    port: int | None
+    start: bool
+    action: str
+    as_primary: bool
+    identities: list[Any]
+    owner: str
+    timeout: float
+    from_store: bool
+    t0: float
+
+    @property
+    def backup_id(self) -> str:
+        return str(self.plan.backup["backup_id"])
+
+    def undo(self) -> None:
+        """Nothing half-restored is left behind: the target (and every mapped tablespace
+        directory) was empty or absent before."""
+        pitr_files.empty(self.target_dir, remove=self.created)
+        pitr_files.remove_outside(self.target_dir, self.mapped)
 
 
 def restore_pitr(
@@ -182,23 +148,30 @@ def restore_pitr(
     t0 = time.monotonic()
     plan = _planned(catalog, to, backup_id)
     backup = plan.backup
-    backup_id = str(backup["backup_id"])
     # invariant 11, decided before anything is fetched: where every tablespace goes
     user_map = tablespace_map or {}
     replay = replay_tablespaces(
         catalog.conn, [(p.timeline, p.first, p.last) for p in plan.window.portions]
     )
-    mapped = plan_mapping(target_dir, sources_of(replay, []), user_map)
-    meta = backup["meta"]
+    in_backup = [
+        Source(int(t["oid"]), str(t["location"]), str(t["name"]), in_backup=True)
+        for t in backup["meta"].get("tablespaces") or []
+    ]
+    mapped = plan_mapping(target_dir, sources_of(replay, in_backup), user_map)
     staged = sum(int(f.get("size") or 0) for f in backup["files"])  # the fetched archives
     created = not target_dir.exists()
-    _prepare_target(target_dir, int(meta.get("data_size") or 0) + plan.wal_bytes + staged)
-    wal_ranges = [(p.timeline, p.first, p.last) for p in plan.window.portions]
+    pitr_files.prepare_target(
+        target_dir, int(backup["meta"].get("data_size") or 0) + plan.wal_bytes + staged
+    )
+    job = _Job(
+        settings, catalog, store, plan, target_dir, created, replay, mapped, user_map,
+        port, start, action, as_primary, identities or [], owner, timeout, from_store, t0,
+    )  # fmt: skip
     with lease(
         catalog,
         f"restore pitr to {plan.target}",
-        artifacts=[("physical", backup_id)],
-        wal=wal_ranges,
+        artifacts=[("physical", job.backup_id)],
+        wal=[(p.timeline, p.first, p.last) for p in plan.window.portions],
         hours=max(1.0, timeout / 3600 + 1),
     ):
         # retention may have marked something in the plan while it was being made
@@ -211,155 +184,103 @@ def restore_pitr(
                 f"{plan.target}: the plan changed while the restore began "
                 "(retention?); run the restore again"
             )
-        return _restore(
-            settings,
-            catalog,
-            store,
-            plan=plan,
-            target_dir=target_dir,
-            port=port,
-            start=start,
-            action=action,
-            as_primary=as_primary,
-            identities=identities or [],
-            owner=owner,
-            timeout=timeout,
-            from_store=from_store,
-            t0=t0,
-            created=created,
-            tablespaces=(replay, mapped, user_map),
-        )
+        return _restore(job)
 
 
-def _restore(
-    settings: Settings,
-    catalog: CatalogDB,
-    store: ObjectStore,
-    *,
-    plan: Plan,
-    target_dir: Path,
-    port: int | None,
-    start: bool,
-    action: str,
-    as_primary: bool,
-    identities: list[Any],
-    owner: str,
-    timeout: float,
-    from_store: bool,
-    t0: float,
-    created: bool,
-    tablespaces: tuple[ReplayTablespaces, list[Mapped], dict[str, Path]],
-) -> PitrResult:
-    backup = plan.backup
-    backup_id = str(backup["backup_id"])
-    alog = for_artifact(log, f"physical/{backup_id}")
+def _restore(job: _Job) -> PitrResult:
+    fetched = _lay_out_files(job)
+    port, socket_dir = _configure(job)
+    restored_to, replay_s = _recover(job, port, socket_dir) if job.start else (None, None)
+    return PitrResult(
+        target=job.plan.target,
+        backup_id=job.backup_id,
+        target_dir=str(job.target_dir),
+        port=port,
+        socket_dir=str(socket_dir),
+        timeline=job.plan.target_timeline,
+        segments=job.plan.segments,
+        wal_bytes=job.plan.wal_bytes,
+        archive_mode="on" if job.as_primary else "off",
+        started=job.start,
+        restored_to=restored_to,
+        fetched_from=fetched,
+        duration_s=round(time.monotonic() - job.t0, 2),
+        replay_s=replay_s,
+        tablespaces=[m.as_dict() for m in job.mapped],
+    )
+
+
+def _lay_out_files(job: _Job) -> dict[str, str]:
+    """Step 1: the base backup fetched, proven and extracted; the tablespace guard set."""
+    target_dir = job.target_dir
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
-    fetched: dict[str, str] = {}
     try:
-        fetched = _materialize(
-            settings,
-            store,
-            backup,
+        fetched = pitr_files.materialize(
+            job.settings,
+            job.store,
+            job.plan.backup,
             staging,
             target_dir,
-            identities=identities or [],
-            from_store=from_store,
+            identities=job.identities,
+            from_store=job.from_store,
+            mapped=job.mapped,
         )
+        ensure_server_files(target_dir, job.settings.postgres.bin_dir, job.settings.postgres.user)
+        pitr_files.guard_tablespaces(job.settings, target_dir, job.replay, job.mapped, job.user_map)
     except BaseException:
-        # nothing half-restored is left behind: the target was empty or absent before
-        _empty(target_dir, remove=created)
+        job.undo()
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    superuser = settings.postgres.user
-    ensure_server_files(target_dir, settings.postgres.bin_dir, superuser)
-    replay, mapped, user_map = tablespaces
-    try:
-        _guard_tablespaces(settings, target_dir, replay, mapped, user_map)
-    except BaseException:
-        _empty(target_dir, remove=created)
-        raise
-    port = port or free_port()
+    return fetched
+
+
+def _configure(job: _Job) -> tuple[int, Path]:
+    """Step 2: ownership, a private socket directory, the recovery settings."""
+    port = job.port or free_port()
     socket_dir = Path(tempfile.mkdtemp(prefix="pgvault-sock-"))
     if os.geteuid() == 0:
-        pw = pwd.getpwnam(owner)
-        chown_tree(target_dir, pw.pw_uid, pw.pw_gid)
-        for m in mapped:
-            if m.directory.exists() and not m.directory.is_relative_to(target_dir):
+        pw = pwd.getpwnam(job.owner)
+        chown_tree(job.target_dir, pw.pw_uid, pw.pw_gid)
+        for m in job.mapped:
+            if m.directory.exists() and not m.directory.is_relative_to(job.target_dir):
                 chown_tree(m.directory, pw.pw_uid, pw.pw_gid)
         os.chown(socket_dir, pw.pw_uid, pw.pw_gid)
-    os.chmod(target_dir, 0o700)
+    os.chmod(job.target_dir, 0o700)
     write_recovery(
-        target_dir,
-        settings,
-        target=plan.target,
-        timeline=plan.target_timeline,
-        action=action,
+        job.target_dir,
+        job.settings,
+        target=job.plan.target,
+        timeline=job.plan.target_timeline,
+        action=job.action,
         port=port,
         socket_dir=socket_dir,
-        backup_id=backup_id,
-        as_primary=as_primary,
-        from_store=from_store,
+        backup_id=job.backup_id,
+        as_primary=job.as_primary,
+        from_store=job.from_store,
     )
-    restored_to = None
-    replay_s = None
-    if start:
-        server = RestoredServer(target_dir, port, settings.postgres.bin_dir, superuser, socket_dir)
-        started_at = time.monotonic()
-        try:
-            server.start(timeout=int(timeout))
-            restored_to = server.wait_recovered(action, timeout)
-        except BaseException:
-            server.stop("immediate")  # never leave a half-recovered server running
-            shutil.rmtree(socket_dir, ignore_errors=True)
-            raise
-        replay_s = round(time.monotonic() - started_at, 2)
-        if as_primary and action == "promote":
-            new_timeline = server.timeline()
-            server.forget_recovery_settings()
-            set_current(catalog, new_timeline)
-            alog.info("timeline %d is now production's (catalog updated)", new_timeline)
-        alog.info("recovery reached its target; last replayed commit %s", restored_to)
-    return PitrResult(
-        target=plan.target,
-        backup_id=backup_id,
-        target_dir=str(target_dir),
-        port=port,
-        socket_dir=str(socket_dir),
-        timeline=plan.target_timeline,
-        segments=plan.segments,
-        wal_bytes=plan.wal_bytes,
-        archive_mode="on" if as_primary else "off",
-        started=start,
-        restored_to=restored_to,
-        fetched_from=fetched,
-        duration_s=round(time.monotonic() - t0, 2),
-        replay_s=replay_s,
-        tablespaces=[m.as_dict() for m in mapped],
+    return port, socket_dir
+
+
+def _recover(job: _Job, port: int, socket_dir: Path) -> tuple[str | None, float]:
+    """Step 3 (--start): run recovery to the target; the restored point and replay time."""
+    alog = for_artifact(log, f"physical/{job.backup_id}")
+    server = RestoredServer(
+        job.target_dir, port, job.settings.postgres.bin_dir, job.settings.postgres.user, socket_dir
     )
-
-
-def _guard_tablespaces(
-    settings: Settings,
-    target_dir: Path,
-    replay: ReplayTablespaces,
-    mapped: list[Mapped],
-    user_map: dict[str, Path],
-) -> None:
-    """Install the wal-restore guard, and apply it to the WAL the backup itself carries
-    (pg_wal.tar): recovery may read those segments without calling restore_command."""
-    install_guard(target_dir, replay, mapped, user_map, settings.postgres.bin_dir)
-    wal_dir = target_dir / "pg_wal"
-
-    def neighbour(name: str) -> str | None:
-        return str(wal_dir / name) if (wal_dir / name).is_file() else None
-
-    for seg in sorted(wal_dir.iterdir()):
-        if seg.is_file() and len(seg.name) == 24:
-            try:
-                for line in guard_segment(str(target_dir), seg.name, str(seg), neighbour):
-                    for_artifact(log, seg.name).info("%s", line)
-            except GuardError as exc:
-                raise RestoreError(
-                    f"{seg.name}: cannot map a tablespace into the restored cluster: {exc}"
-                ) from exc
+    started_at = time.monotonic()
+    try:
+        server.start(timeout=int(job.timeout))
+        restored_to = server.wait_recovered(job.action, job.timeout)
+    except BaseException:
+        server.stop("immediate")  # never leave a half-recovered server running
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        raise
+    replay_s = round(time.monotonic() - started_at, 2)
+    if job.as_primary and job.action == "promote":
+        new_timeline = server.timeline()
+        server.forget_recovery_settings()
+        set_current(job.catalog, new_timeline)
+        alog.info("timeline %d is now production's (catalog updated)", new_timeline)
+    alog.info("recovery reached its target; last replayed commit %s", restored_to)
+    return restored_to, replay_s

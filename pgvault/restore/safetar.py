@@ -4,8 +4,9 @@ A restore runs as root when it restores for another owner, so a hostile or damag
 must not be able to write outside the target: every member's path (with any directory
 already extracted resolved, so a symlinked directory cannot smuggle it out) must stay
 inside the target; absolute paths, `..`, devices and FIFOs are refused; and link members
-are refused altogether: a PostgreSQL 15 tar-format base backup has none (tablespaces come
-as their own tars, which pgvault does not restore yet). Modes are masked to the owner.
+are refused altogether: a tar-format base backup has none (tablespaces come as their own
+`<oid>.tar`, extracted into their mapped directories, and linked by pgvault itself).
+Modes are masked to the owner.
 Python's `tarfile.data_filter` (3.11.4+) is applied on top when the interpreter has it.
 """
 

@@ -149,3 +149,23 @@ def install_guard(
     for m in mapped:
         if not m.source.in_backup:
             link_tablespace(str(target_dir), m.source.oid, str(m.directory))
+
+
+def rewrite_tablespace_map(target_dir: Path, in_backup: list[Mapped]) -> None:
+    """tablespace_map ("<oid> <path>" per line) with each path replaced by its mapping: at
+    start-up PostgreSQL replaces pg_tblspc links with what this file says."""
+    path = target_dir / "tablespace_map"
+    if not path.exists():
+        if in_backup:
+            raise RestoreError("the base backup has tablespaces but no tablespace_map")
+        return
+    where = {str(m.source.oid): str(m.directory) for m in in_backup}
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        oid, _, _location = line.partition(" ")
+        if oid not in where:
+            raise RestoreError(f"tablespace_map names tablespace {oid}, which the backup lacks")
+        lines.append(f"{oid} {where[oid]}")
+    path.write_text("".join(x + "\n" for x in lines))

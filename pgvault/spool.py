@@ -1,4 +1,4 @@
-"""Spool layout and durable file primitives (stdlib only).
+"""Spool layout and spool file helpers (stdlib only; durable writes are pgvault.fsutil).
 
     spool_dir/
       wal/        WAL segments, .partial, .backup and .history files, each with NAME.sha256

@@ -143,9 +143,10 @@ def _archive(src: str, wal: WalName, spool_dir: str, dest: str) -> str:
         fsutil.fsync_dir(wal_dir)
         try:
             os.link(tmp, dest)  # no-clobber publish: fails if the name exists
-        except FileExistsError:
-            published.clear()  # same content: same checksum; else the conflict is raised
-            return _compare_existing(src, dest, wal.name, spool_dir, wal)
+        except FileExistsError:  # published meanwhile by a concurrent call
+            outcome = _compare_existing(src, dest, wal.name, spool_dir, wal)
+            published.clear()  # same content, so the same checksum: keep it
+            return outcome
         published.append(dest)
         fsutil.fsync_dir(wal_dir)
         published.clear()

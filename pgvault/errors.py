@@ -75,7 +75,15 @@ class ObjectConflict(StoreError):
 
 
 class IntegrityError(PgvaultError):
-    """Bytes do not match their recorded sha256 (corruption or tampering)."""
+    """Bytes do not match their recorded sha256 (corruption or tampering). The one error
+    every verified read (pgvault.storage.verified, fsutil.copy_verified) raises on a
+    mismatch."""
+
+
+class Superseded(IntegrityError):
+    """The object no longer holds the upload a record describes: a later upload of the
+    same content replaced it (age output differs each time). The verify stage skips the
+    stale event; anyone else treats it as the mismatch it is."""
 
 
 class EncryptionError(PgvaultError):

@@ -8,11 +8,11 @@ decrypts pgvault's objects without pgvault.
 
 from __future__ import annotations
 
-import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pgvault import fsutil
 from pgvault.errors import EncryptionError, UsageError
 
 
@@ -27,17 +27,10 @@ def generate(path: Path, *, force: bool = False) -> str:
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = f"# created: {created}\n# public key: {recipient}\n{identity}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fsutil.write_atomic(path, text.encode(), mode=0o600)
     except OSError as exc:
-        raise EncryptionError(f"cannot write {path}: {exc.strerror}") from None
+        raise EncryptionError(f"cannot write {path}: {exc.strerror or exc}") from None
     return recipient
 
 

@@ -1,4 +1,4 @@
-"""Spool layout and durable file primitives (stdlib only).
+"""Spool layout and spool file helpers (stdlib only; durable writes are pgvault.fsutil).
 
     spool_dir/
       wal/        WAL segments, .partial, .backup and .history files, each with NAME.sha256
@@ -23,18 +23,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from pgvault import fsutil
 from pgvault.errors import SpoolError
 
 SUBDIRS = ("wal", "logical", "physical", "alerts", "tmp")
 CHECKSUM_SUFFIX = ".sha256"
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = fsutil.fsync_dir  # the producers' spelling of it
 
 
 @contextlib.contextmanager
@@ -62,12 +57,8 @@ def fsync_tree(root: Path) -> None:
     """fsync every file and directory below root (a finished backup directory)."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
+            fsutil.fsync_file(os.path.join(dirpath, name))
+        fsync_dir(dirpath)
 
 
 def ensure_layout(spool_dir: Path, mode: int = 0o750) -> None:
@@ -77,31 +68,14 @@ def ensure_layout(spool_dir: Path, mode: int = 0o750) -> None:
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
     """Write bytes to path via a hidden temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsutil.write_atomic(path, data, mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise SpoolError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def checksum_path(data_path: Path) -> Path:
     return data_path.with_name(data_path.name + CHECKSUM_SUFFIX)
-
-
-def checksum_line(sha256: str, name: str) -> bytes:
-    """sha256sum(1) format, so an operator can run `sha256sum -c` in the spool."""
-    return f"{sha256}  {name}\n".encode()
 
 
 def read_checksum(data_path: Path) -> str | None:

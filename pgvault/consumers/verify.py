@@ -18,61 +18,30 @@ from typing import Any
 
 from pgvault.broker.base import Broker
 from pgvault.config import Settings
-from pgvault.errors import IntegrityError, ObjectMissing, PgvaultError
+from pgvault.errors import IntegrityError, ObjectMissing, Superseded
 from pgvault.log import for_artifact
 from pgvault.producers.spoolscan import locate
 from pgvault.schemas import AlertEvent, ArtifactEvent, FileInfo
-from pgvault.storage import ObjectStore, objmeta
-from pgvault.storage.codec import CHUNK, Digest, Encoding, HashingReader, decode_stream
+from pgvault.storage import ObjectStore
+from pgvault.storage.codec import Digest
+from pgvault.storage.verified import Expected, read_verified
 
 log = logging.getLogger(__name__)
-
-
-class Superseded(PgvaultError):
-    """The event describes an upload that a newer one of the same content replaced."""
 
 
 def read_back(
     store: ObjectStore, f: FileInfo, identities: Sequence[Any]
 ) -> tuple[Digest, Digest | None]:
-    """Stream one stored file and check it; returns (stored, content) digests.
+    """Read one stored file back and prove it (storage.verified.read_verified); returns
+    (stored, content) digests, content None when it is age-encrypted and no identity is
+    at hand.
 
-    Raises ObjectMissing, IntegrityError; StoreError for transient failures."""
+    Raises ObjectMissing, IntegrityError (Superseded when a newer upload of the same
+    content replaced the object); StoreError for transient failures."""
     if f.key is None or f.stored_sha256 is None:
         raise IntegrityError(f"{f.name}: no stored copy recorded")
-    info = store.head(f.key)
-    if info is None:
-        raise ObjectMissing(f"{f.key} is missing from {store.describe()}")
-    recorded = info.metadata.get("sha256")
-    if recorded and recorded != f.stored_sha256:
-        if info.metadata.get("content-sha256") == f.sha256:
-            # a later upload of the same content replaced it (age output differs each
-            # time): that upload's own stored event verifies the object now there
-            raise Superseded(f"{f.key} was replaced by a newer upload of the same content")
-        raise IntegrityError(f"{f.key}: object metadata sha256 differs from the upload record")
-    encoding = objmeta.encoding_of(
-        info.metadata, Encoding(f.codec or "none", f.encryption or "none")
-    )
-    content: Digest | None
-    with store.open_read(f.key) as fh:
-        if encoding.encryption == "age" and not identities:
-            reader = HashingReader(fh)
-            while reader.read(CHUNK):
-                pass
-            stored, content = Digest(reader.size, reader.hexdigest()), None
-        else:
-            stored, content = decode_stream(fh, None, encoding, identities, what=f.key)
-    if stored.sha256 != f.stored_sha256 or stored.size != f.stored_size:
-        raise IntegrityError(
-            f"{f.key}: stored bytes do not match (sha256 {stored.sha256[:12]}..., "
-            f"{stored.size} bytes; expected {f.stored_sha256[:12]}..., {f.stored_size} bytes)"
-        )
-    if content is not None and (content.sha256 != f.sha256 or content.size != f.size):
-        raise IntegrityError(
-            f"{f.key}: decoded content does not match the producer's sha256 "
-            f"({content.sha256[:12]}... vs {f.sha256[:12]}...)"
-        )
-    return stored, content
+    result = read_verified(store, f.key, Expected.of_file(f), None, identities)
+    return result.stored, result.content
 
 
 class VerifyStage:

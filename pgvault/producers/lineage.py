@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 
+from pgvault import fsutil
 from pgvault.errors import ArchiveError
 from pgvault.walfile import WalName, parse_history, read_header
 
@@ -52,23 +53,12 @@ class Lineage:
         return cls(path, sysid, tlis)
 
     def save(self) -> None:
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        """Replace the IDENTITY file durably (fsutil.write_atomic); raises OSError."""
         text = (
             f"system_identifier={self.system_identifier or ''}\n"
             f"timelines={','.join(str(t) for t in sorted(self.timelines))}\n"
         )
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsutil.write_atomic(self.path, text.encode())
 
     def admit(self, wal: WalName, first_bytes: bytes, history_text: str | None) -> str | None:
         """Check one file against the lineage. Returns a note when the lineage changed (the

@@ -1,8 +1,10 @@
 """`pgvault wal-archive PATH NAME`: PostgreSQL's archive_command.
 
 Copies one WAL file into spool_dir/wal/ with its sha256 computed in the same pass,
-fsyncs file and directory, and publishes it by a no-clobber hard link, so a name in the
-spool always holds complete bytes. Exit codes (DESIGN invariant 1):
+writes NAME.sha256, fsyncs both, then publishes the checksum and, last, the file by a
+no-clobber hard link (fsyncing the directory after each), so a name in the spool always
+holds complete bytes and always has its checksum. Durable writes go through
+pgvault.fsutil. Exit codes (DESIGN invariant 1):
 
     0  the file is durably in the spool (or was already there with the same bytes)
     1  it is not: same name with different content, I/O error, disk full
@@ -19,28 +21,13 @@ import hashlib
 import os
 import sys
 
+from pgvault import fsutil
 from pgvault.errors import ArchiveConflict, ArchiveError, PgvaultError, UsageError
 from pgvault.producers.lineage import Lineage
 from pgvault.walfile import WalName, parse_name, read_header
 
 CHUNK = 1 << 20
 CHECKSUM_SUFFIX = ".sha256"  # same as pgvault.spool.CHECKSUM_SUFFIX (not imported: cost)
-
-
-def _fsync_dir(path: str) -> None:
-    # spool.fsync_dir does the same with pathlib, which this path does not import
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:  # noqa: SIM105 - contextlib costs an import on this path
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _sha256_of(path: str) -> str:
@@ -71,15 +58,6 @@ def _check_segment(wal: WalName, first: bytes, total: int) -> None:
         raise ArchiveError(f"{wal.name}: size {total} is not the segment size {header.seg_size}")
 
 
-def _write_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy_with_digest(src: str, tmp: str, wal: WalName) -> tuple[str, bytes]:
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
@@ -94,8 +72,7 @@ def _copy_with_digest(src: str, tmp: str, wal: WalName) -> tuple[str, bytes]:
                     first = bytes(view[: min(n, 64)])
                 chunk = view[:n]
                 digest.update(chunk)
-                while chunk:
-                    chunk = chunk[os.write(fd, chunk) :]
+                fsutil.write_all(fd, chunk)
                 total += n
             _check_segment(wal, first, total)
             os.fsync(fd)
@@ -105,7 +82,10 @@ def _copy_with_digest(src: str, tmp: str, wal: WalName) -> tuple[str, bytes]:
 
 
 def archive(src: str, name: str, spool_dir: str) -> str:
-    """Put `src` into the spool as `name`. Returns "archived" or "duplicate"."""
+    """Put `src` into the spool as `name`. Returns "archived" or "duplicate".
+
+    Raises UsageError (exit 2) for bad arguments and ArchiveError (exit 1, one line) for
+    everything else; on any failure nothing new is published and no temp file is left."""
     try:
         wal = parse_name(name)
     except ValueError as exc:
@@ -117,31 +97,64 @@ def archive(src: str, name: str, spool_dir: str) -> str:
         os.makedirs(wal_dir, exist_ok=True)
     except OSError as exc:
         raise ArchiveError(f"cannot create spool directory {wal_dir}: {exc.strerror}") from None
-    dest = os.path.join(wal_dir, name)
+    try:
+        return _archive(src, wal, spool_dir, os.path.join(wal_dir, name))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ArchiveError(f"{name}: spool {spool_dir} is full (no space left)") from None
+        raise ArchiveError(f"{name}: cannot write to spool: {exc.strerror or exc}") from None
+
+
+def _checksum_line(sha: str, name: str) -> bytes:
+    """sha256sum(1) format, so an operator can run `sha256sum -c` in the spool."""
+    return f"{sha}  {name}\n".encode()
+
+
+def _archive(src: str, wal: WalName, spool_dir: str, dest: str) -> str:
+    """Copy, then publish in an order that never shows a file without its checksum.
+
+    Both temp files (data and checksum) are written and fsynced first; the lineage is
+    made durable; then the checksum is published (a checksum without its file is
+    ignored by every reader), the directory fsynced, and the file published by a
+    no-clobber hard link and the directory fsynced again. A failure at any step removes
+    what this call published and its temp files: exit 1 means the spool has nothing new.
+    """
     if os.path.exists(dest):
-        return _compare_existing(src, dest, name, spool_dir, wal)
-    tmp = os.path.join(wal_dir, f".{name}.{os.getpid()}.tmp")
-    sum_tmp = tmp + CHECKSUM_SUFFIX
+        return _compare_existing(src, dest, wal.name, spool_dir, wal)
+    wal_dir = os.path.dirname(dest)
+    sum_dest = dest + CHECKSUM_SUFFIX
+    tmp = fsutil.temp_path(dest)
+    sum_tmp = fsutil.temp_path(sum_dest)
+    published: list[str] = []
     try:
         sha, first = _copy_with_digest(src, tmp, wal)
+        fsutil.write_file(sum_tmp, _checksum_line(sha, wal.name))
         # the lineage grows (and is durable) before the file is published: a crash in
         # between leaves a known timeline without its file, which the retry then adds,
         # never a published history file whose timeline the archive does not know
         _admit(spool_dir, wal, first, tmp)
         try:
-            os.link(tmp, dest)  # no-clobber publish: fails if the name exists
+            os.link(sum_tmp, sum_dest)
         except FileExistsError:
-            return _compare_existing(src, dest, name, spool_dir, wal)
-        _write_file(sum_tmp, f"{sha}  {name}\n".encode())
-        os.replace(sum_tmp, dest + CHECKSUM_SUFFIX)
-        _fsync_dir(wal_dir)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise ArchiveError(f"{name}: spool {spool_dir} is full (no space left)") from None
-        raise ArchiveError(f"{name}: cannot write to spool: {exc.strerror or exc}") from None
+            if os.path.exists(dest):  # published meanwhile by a concurrent call
+                return _compare_existing(src, dest, wal.name, spool_dir, wal)
+            os.replace(sum_tmp, sum_dest)  # an orphan of an attempt that failed or crashed
+        published.append(sum_dest)
+        fsutil.fsync_dir(wal_dir)
+        try:
+            os.link(tmp, dest)  # no-clobber publish: fails if the name exists
+        except FileExistsError:  # published meanwhile by a concurrent call
+            outcome = _compare_existing(src, dest, wal.name, spool_dir, wal)
+            published.clear()  # same content, so the same checksum: keep it
+            return outcome
+        published.append(dest)
+        fsutil.fsync_dir(wal_dir)
+        published.clear()
     finally:
-        _unlink_quietly(tmp)
-        _unlink_quietly(sum_tmp)
+        for path in reversed(published):  # only when a step after publishing failed
+            fsutil.unlink_quietly(path)
+        fsutil.unlink_quietly(tmp)
+        fsutil.unlink_quietly(sum_tmp)
     return "archived"
 
 
@@ -190,10 +203,8 @@ def _compare_existing(src: str, dest: str, name: str, spool_dir: str, wal: WalNa
             _admit(spool_dir, wal, fh.read(64), dest)
             os.fsync(fh.fileno())
         if not os.path.exists(dest + CHECKSUM_SUFFIX):
-            tmp = f"{dest}.{os.getpid()}.sumtmp"
-            _write_file(tmp, f"{sha}  {name}\n".encode())
-            os.replace(tmp, dest + CHECKSUM_SUFFIX)
-        _fsync_dir(os.path.dirname(dest))
+            fsutil.write_atomic(dest + CHECKSUM_SUFFIX, _checksum_line(sha, name))
+        fsutil.fsync_dir(os.path.dirname(dest))
         return "duplicate"
     _alert(
         spool_dir,
@@ -224,4 +235,10 @@ def main(argv: list[str], config: str | None = None) -> int:
     except PgvaultError as exc:
         print(f"pgvault wal-archive: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug or an unforeseen OS error: still one line, exit 1
+        text = " ".join(str(exc).split())
+        print(
+            f"pgvault wal-archive: error: unexpected {type(exc).__name__}: {text}", file=sys.stderr
+        )
+        return 1
     return 0

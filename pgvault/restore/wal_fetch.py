@@ -6,7 +6,6 @@ common case (recovery from the spool, or from prefetched segments) stays light.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -14,13 +13,30 @@ from typing import Any
 
 from pgvault.config import Settings, load_settings
 from pgvault.consumers.factory import identities_for
-from pgvault.errors import IntegrityError, ObjectMissing
+from pgvault.errors import ObjectMissing
 from pgvault.lightconf import load_light
 from pgvault.restore.wal_restore import catalog_row, from_spool
-from pgvault.storage import ObjectStore, objmeta, open_store
-from pgvault.storage.codec import Encoding, decode_stream
+from pgvault.storage import ObjectStore, open_store
+from pgvault.storage.codec import Encoding
 from pgvault.storage.layout import Layout
+from pgvault.storage.verified import Expected, fetch_verified
 from pgvault.walfile import parse_name
+
+
+def expected_of(row: dict[str, str] | None) -> Expected:
+    """What a WAL object must hash to: the catalog row's content and stored sha256 when
+    there is a row; otherwise nothing, and read_verified takes the object's metadata."""
+    if row is None:
+        return Expected(encoding=Encoding("zstd", "none"))
+    files = json.loads(row["files"] or "[]")
+    first = files[0] if files else {}
+    return Expected(
+        sha256=row["sha256"] or None,
+        size=first.get("size"),
+        stored_sha256=first.get("stored_sha256"),
+        stored_size=first.get("stored_size"),
+        encoding=Encoding("zstd", "none"),
+    )
 
 
 def _fetch(
@@ -34,31 +50,14 @@ def _fetch(
 ) -> bool:
     wal = parse_name(name)
     key = Layout(settings.storage.prefix, settings.cluster).key(wal.kind, name, name)
-    info = store.head(key)
-    if info is None:
-        if row is not None:  # the catalog knows it: absence is damage, not the end of WAL
-            raise ObjectMissing(f"{key} is catalogued but missing from {store.describe()}")
-        return False
-    expected = row["sha256"] if row else info.metadata.get("content-sha256")
-    stored_expected = None
-    if row:
-        files = json.loads(row["files"] or "[]")
-        stored_expected = files[0].get("stored_sha256") if files else None
-    if not expected:
-        raise IntegrityError(f"{key}: no sha256 to check it against (no catalog, no metadata)")
-    encoding = objmeta.encoding_of(info.metadata, Encoding("zstd", "none"))
-    tmp = f"{dest}.pgvault.{os.getpid()}.tmp"
     try:
-        with store.open_read(key) as fh, open(tmp, "wb") as out:
-            stored, content = decode_stream(fh, out, encoding, identities, what=key)
-        if stored_expected and stored.sha256 != stored_expected:
-            raise IntegrityError(f"{key}: stored bytes do not match the catalog's sha256")
-        if content.sha256 != expected:
-            raise IntegrityError(f"{key}: content does not match its sha256; not replaying it")
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        fetch_verified(store, key, expected_of(row), dest, identities)
+    except ObjectMissing:
+        if row is not None:  # the catalog knows it: absence is damage, not the end of WAL
+            raise ObjectMissing(
+                f"{key} is catalogued but missing from {store.describe()}"
+            ) from None
+        return False
     return True
 
 
@@ -80,13 +79,10 @@ def prefetch(config: str | None, pdir: str, names: list[str], *, use_spool: bool
         if os.path.exists(final) or (use_spool and in_spool):
             return True
         row = catalog_row(light.catalog_path, "wal", name)
-        part = os.path.join(pdir, f".{name}.part")
-        if (use_spool and from_spool(light.spool_dir, name, part)) or _fetch(
-            settings, store, identities, name, part, row=row
-        ):
-            os.replace(part, final)
-            return True
-        return False
+        # both publish `final` only once verified (hidden temp file, then rename)
+        return bool(use_spool and from_spool(light.spool_dir, name, final)) or _fetch(
+            settings, store, identities, name, final, row=row
+        )
 
     with ThreadPoolExecutor(max_workers=min(4, settings.storage.max_concurrency)) as pool:
         for found in pool.map(one, names):

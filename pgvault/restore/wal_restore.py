@@ -3,11 +3,12 @@
     restore_command = 'pgvault wal-restore %f %p'
 
 Looks for NAME, in order: segments prefetched by an earlier call (already verified), the
-local spool (checked against its .sha256), the store (streamed, decoded, checked against
-the catalog's sha256, or the object's content-sha256 on a host without catalog). PATH
-is written atomically. After serving a segment it starts one background prefetcher that
-fetches the next segments into pg_wal/.pgvault-prefetch/, so replay is not bound by one
-download per process.
+local spool (checked against its .sha256, fsutil.copy_verified), the store (streamed,
+decoded and proven by storage.verified: stored and content sha256 from the catalog row,
+or from the object's metadata on a host without catalog). PATH is written atomically.
+After serving a segment it starts one background prefetcher that fetches the next
+segments into pg_wal/.pgvault-prefetch/, so replay is not bound by one download per
+process.
 
 Exit codes, chosen for PostgreSQL's sake:
     0    PATH holds NAME, verified
@@ -19,7 +20,6 @@ Exit codes, chosen for PostgreSQL's sake:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import subprocess
@@ -27,7 +27,8 @@ import sys
 import time
 from typing import Any
 
-from pgvault.errors import PgvaultError
+from pgvault import fsutil
+from pgvault.errors import IntegrityError, PgvaultError
 from pgvault.walfile import WalName, parse_name, read_header, segment_name
 
 EXIT_OK = 0
@@ -35,25 +36,10 @@ EXIT_NOT_FOUND = 1
 EXIT_ABORT = 254
 PREFETCH_DIR = ".pgvault-prefetch"
 PREFETCH_AHEAD = 8
-CHUNK = 1 << 20
 
 
 def _err(msg: str) -> None:
     print(f"pgvault wal-restore: {msg}", file=sys.stderr)
-
-
-def _copy_verified(src: str, dest: str, sha: str) -> bool:
-    tmp = dest + ".pgvault.tmp"
-    digest = hashlib.sha256()
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        while chunk := fin.read(CHUNK):
-            digest.update(chunk)
-            fout.write(chunk)
-    if digest.hexdigest() != sha:
-        os.unlink(tmp)
-        return False
-    os.replace(tmp, dest)
-    return True
 
 
 def from_spool(spool_dir: str, name: str, dest: str) -> bool | None:
@@ -66,9 +52,10 @@ def from_spool(spool_dir: str, name: str, dest: str) -> bool | None:
     except (OSError, IndexError):
         return False
     try:
-        return True if _copy_verified(src, dest, sha) else None
-    except OSError:
+        fsutil.copy_verified(src, dest, sha)
+    except (IntegrityError, OSError):
         return None
+    return True
 
 
 def catalog_row(catalog_path: str, kind: str, name: str) -> dict[str, str] | None:

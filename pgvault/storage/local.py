@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pgvault.errors import ObjectMissing, StoreError, StoreUnavailable
-from pgvault.spool import fsync_dir
+from pgvault.fsutil import fsync_dir
 from pgvault.storage.base import ObjectInfo, ObjectStore
 
 META_SUFFIX = ".pgvault-meta"

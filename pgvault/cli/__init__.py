@@ -7,11 +7,11 @@ or configuration.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import typer
 
 from pgvault import __version__
@@ -93,6 +93,39 @@ def _register() -> None:
     monitor.register(app)
 
 
+def _kind(exc: BaseException) -> str | None:
+    """Which click exception this is. typer vendors its own copy of click (typer._click)
+    in recent releases, so the classes are recognised by name, whichever copy raised."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    for kind in ("UsageError", "Exit", "Abort", "ClickException"):
+        if kind in names:
+            return kind
+    return None
+
+
+NAGIOS_UNKNOWN = 3
+
+
+def usage_message(exc: Exception) -> tuple[str, str]:
+    """(command path, one-line message) of a click usage error, naming the option as it is
+    typed on the command line, with click's "did you mean" where it has one."""
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", None) or "pgvault"
+    param = getattr(exc, "param", None)
+    opts = [o for o in getattr(param, "opts", []) or [] if o.startswith("-")]
+    if type(exc).__name__ == "MissingParameter" and opts:
+        text = f"missing option {opts[0]}"
+    else:
+        fmt = getattr(exc, "format_message", None)
+        text = " ".join((fmt() if callable(fmt) else str(exc)).split())
+        text = re.sub(
+            r"\s*\((?:Possible options?:|did you mean)\s*(.*?)\??\)", r" (did you mean \1?)", text
+        )
+        text = re.sub(r"\.?\s*Did you mean (.*?)\??$", r" (did you mean \1?)", text)
+        text = re.sub(r"\.(\s|$)", r"\1", text).strip()
+    return where, text[:1].lower() + text[1:]
+
+
 def run(argv: list[str] | None = None) -> int:
     _register()
     try:
@@ -100,26 +133,35 @@ def run(argv: list[str] | None = None) -> int:
     except PgvaultError as exc:
         print(f"pgvault: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        print("pgvault: aborted", file=sys.stderr)
-        return 130
+    except Exception as exc:
+        kind = _kind(exc)
+        if kind is None:
+            return _unexpected(exc)
+        if kind == "Exit":
+            return int(getattr(exc, "exit_code", 0))
+        if kind == "Abort":
+            print("pgvault: aborted", file=sys.stderr)
+            return 130
+        where, text = usage_message(exc)
+        print(f"{where}: error: {text} (see `{where} --help`)", file=sys.stderr)
+        if kind == "UsageError":
+            # Nagios reads 1 as WARNING and 2 as CRITICAL: a typo in a check is UNKNOWN
+            return NAGIOS_UNKNOWN if where.split()[1:2] == ["check"] else 2
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         print("pgvault: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: still one line, the traceback only with -vv
-        import logging
-
-        logging.getLogger("pgvault").debug("unexpected error", exc_info=True)
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        print(
-            f"pgvault: error: unexpected {type(exc).__name__}: {text} (run with -vv for "
-            "the traceback)",
-            file=sys.stderr,
-        )
-        return 1
     return int(result) if isinstance(result, int) else 0
+
+
+def _unexpected(exc: Exception) -> int:
+    """A bug: still one line, the traceback only with -vv."""
+    import logging
+
+    logging.getLogger("pgvault").debug("unexpected error", exc_info=True)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    print(
+        f"pgvault: error: unexpected {type(exc).__name__}: {text} (run with -vv for the traceback)",
+        file=sys.stderr,
+    )
+    return 1

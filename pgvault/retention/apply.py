@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB, now_iso
 from pgvault.catalog.leases import active
-from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.errors import StoreError
 from pgvault.producers.spoolscan import locate
 from pgvault.retention.policy import RetentionPlan, segments_to_remove
@@ -58,12 +58,7 @@ def _mark_expiring(catalog: CatalogDB, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), BATCH):
         with catalog.transaction() as conn:
             for r in rows[start : start + BATCH]:
-                conn.execute(
-                    "UPDATE artifacts SET expiring_at = COALESCE(expiring_at, ?) WHERE id = ?",
-                    (now, r["id"]),
-                )
-                if r["segno"] is not None and r["state"] == "verified":
-                    runs_remove(conn, int(r["timeline"]), int(r["segno"]))
+                transitions.mark_expiring(conn, r["id"], now)
 
 
 def _spare_leased(catalog: CatalogDB, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -73,9 +68,7 @@ def _spare_leased(catalog: CatalogDB, batch: list[dict[str, Any]]) -> list[dict[
     if held:
         with catalog.transaction() as conn:
             for r in held:
-                conn.execute("UPDATE artifacts SET expiring_at = NULL WHERE id = ?", (r["id"],))
-                if r["segno"] is not None and r["state"] == "verified":
-                    runs_add(conn, int(r["timeline"]), int(r["segno"]))
+                transitions.clear_expiring(conn, r["id"])
         log.info("retention: %d item(s) spared, a restore or drill now holds them", len(held))
     return [r for r in batch if r not in held]
 
@@ -109,7 +102,7 @@ def apply(
                 art = locate(spool_dir, r["kind"], r["name"])
                 if art is not None:
                     art.discard()
-                conn.execute("UPDATE artifacts SET deleted_at = ? WHERE id = ?", (now, r["id"]))
+                transitions.mark_deleted(conn, r["id"], now)
                 report.deleted[r["kind"]] = report.deleted.get(r["kind"], 0) + 1
         report.bytes_freed += sum(
             int(f.get("stored_size") or 0) for r in batch for f in json.loads(r["files"] or "[]")

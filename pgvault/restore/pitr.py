@@ -24,13 +24,14 @@ from typing import Any
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import lease
 from pgvault.catalog.restorable import Plan, consistent_point, restorable_at
+from pgvault.catalog.rows import BackupRow
 from pgvault.catalog.timelines import set_current
 from pgvault.config import Settings
 from pgvault.errors import NotRestorable, RestoreError
 from pgvault.log import for_artifact
 from pgvault.pgtools import find_tool, run_tool
 from pgvault.progress import byte_progress
-from pgvault.restore.fetch import fetch_file, files_of
+from pgvault.restore.fetch import fetch_file
 from pgvault.restore.recovery_conf import ensure_server_files, write_recovery
 from pgvault.restore.safetar import chown_tree, extract_zst_tar
 from pgvault.restore.server import RestoredServer
@@ -103,7 +104,7 @@ def _empty(target_dir: Path, *, remove: bool) -> None:
 def _materialize(
     settings: Settings,
     store: ObjectStore,
-    backup: dict[str, Any],
+    backup: BackupRow,
     staging: Path,
     target_dir: Path,
     *,
@@ -111,8 +112,8 @@ def _materialize(
     from_store: bool,
 ) -> dict[str, str]:
     """Fetch the base backup (sha256-checked), extract it, pg_verifybackup the tree."""
-    backup_id = str(backup["backup_id"])
-    files = {f.name: f for f in files_of(backup)}
+    backup_id = str(backup.backup_id)
+    files = {f.name: f for f in backup.file_infos()}
     total = sum(f.size for n, f in files.items() if n != "manifest.json")
     fetched = {}
     with byte_progress(f"fetching base backup {backup_id}", total) as advance:
@@ -176,9 +177,9 @@ def restore_pitr(
     t0 = time.monotonic()
     plan = _planned(catalog, to, backup_id)
     backup = plan.backup
-    backup_id = str(backup["backup_id"])
-    meta = backup["meta"]
-    staged = sum(int(f.get("size") or 0) for f in backup["files"])  # the fetched archives
+    backup_id = str(backup.backup_id)
+    meta = backup.meta
+    staged = sum(int(f.get("size") or 0) for f in backup.files)  # the fetched archives
     created = not target_dir.exists()
     _prepare_target(target_dir, int(meta.get("data_size") or 0) + plan.wal_bytes + staged)
     wal_ranges = [(p.timeline, p.first, p.last) for p in plan.window.portions]
@@ -237,7 +238,7 @@ def _restore(
     created: bool,
 ) -> PitrResult:
     backup = plan.backup
-    backup_id = str(backup["backup_id"])
+    backup_id = str(backup.backup_id)
     alog = for_artifact(log, f"physical/{backup_id}")
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
     fetched: dict[str, str] = {}

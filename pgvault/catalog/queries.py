@@ -59,3 +59,19 @@ def counts_by_state(catalog: CatalogDB) -> dict[str, dict[str, int]]:
     ):
         out.setdefault(row["kind"], {})[row["state"]] = row["n"]
     return out
+
+
+def newest_verified_segment(catalog: CatalogDB) -> ArtifactRow | None:
+    """The end of the newest timeline's verified chain (via wal_runs, index only)."""
+    rows = catalog.query(
+        "SELECT timeline, MAX(end_segno) AS segno FROM wal_runs GROUP BY timeline "
+        "ORDER BY timeline DESC LIMIT 1"
+    )
+    if not rows:
+        return None
+    found = catalog.query(
+        f"SELECT {SELECT_ALL} FROM artifacts "  # noqa: S608
+        "WHERE timeline=? AND segno=? AND kind='wal' AND state='verified'",
+        (rows[0]["timeline"], rows[0]["segno"]),
+    )
+    return artifact_row(found[0]) if found else None

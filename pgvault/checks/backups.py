@@ -8,9 +8,12 @@ the backup finished (the time it was verified when the producer recorded none).
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_bytes, fmt_seconds
+
+if TYPE_CHECKING:
+    from pgvault.catalog.rows import BackupRunRow
 
 SIZE_HISTORY = 7  # previous backups the last one is compared with
 
@@ -129,24 +132,23 @@ def backup_size(ctx: CheckContext) -> list[CheckResult]:
     return results
 
 
-def _last_runs(ctx: CheckContext) -> list[dict[str, Any]]:
-    """The latest run per target, plus a placeholder (`result` None) for every configured
-    target without one, so the output always lists the same subjects."""
+def _last_runs(ctx: CheckContext) -> list[BackupRunRow | str]:
+    """The latest run per target, plus the subject of every configured target without one
+    (a placeholder), so the output always lists the same subjects."""
     from pgvault.catalog.runs import last_backup_runs
 
-    runs = last_backup_runs(ctx.catalog())
-    seen = {run_subject(r["kind"], r["target"]) for r in runs}
+    runs: list[BackupRunRow | str] = list(last_backup_runs(ctx.catalog()))
+    seen = {run_subject(r.kind, r.target) for r in runs if not isinstance(r, str)}
     for subject, kind, db in _targets(ctx):
         if subject not in seen:
-            runs.append({"kind": kind, "target": db or "cluster", "result": None})
+            runs.append(run_subject(kind, db or "cluster"))
     return runs
 
 
-def _no_run(name: str, run: dict[str, Any]) -> CheckResult | None:
-    if run["result"] is not None:
+def _no_run(name: str, run: BackupRunRow | str) -> CheckResult | None:
+    if not isinstance(run, str):
         return None
-    subject = run_subject(run["kind"], run["target"])
-    return CheckResult(name, subject, Status.OK, "no backup run recorded yet")
+    return CheckResult(name, run, Status.OK, "no backup run recorded yet")
 
 
 def backup_duration(ctx: CheckContext) -> list[CheckResult]:
@@ -156,15 +158,16 @@ def backup_duration(ctx: CheckContext) -> list[CheckResult]:
         if placeholder := _no_run("backup_duration", run):
             results.append(placeholder)
             continue
-        subject = run_subject(run["kind"], run["target"])
-        duration = float(run["duration_s"] or 0.0)
+        assert not isinstance(run, str)
+        subject = run_subject(run.kind, run.target)
+        duration = float(run.duration_s or 0.0)
         slow = 0 < limit_s < duration
         results.append(
             CheckResult(
                 "backup_duration",
                 subject,
                 Status.WARNING if slow else Status.OK,
-                f"last {run['kind']} backup run ({run['result']}) started {run['started_at'][:19]}"
+                f"last {run.kind} backup run ({run.result}) started {run.started_at[:19]}"
                 f" took {fmt_seconds(duration)}"
                 + (f", more than {fmt_seconds(limit_s)}" if slow else ""),
                 value=round(duration, 1),
@@ -174,7 +177,7 @@ def backup_duration(ctx: CheckContext) -> list[CheckResult]:
                 "raise alerts.max_duration_minutes if the growth is expected"
                 if slow
                 else None,
-                details={"started_at": run["started_at"], "result": run["result"]},
+                details={"started_at": run.started_at, "result": run.result},
             )
         )
     return results
@@ -186,19 +189,20 @@ def backup_result(ctx: CheckContext) -> list[CheckResult]:
         if placeholder := _no_run("backup_result", run):
             results.append(placeholder)
             continue
-        subject = run_subject(run["kind"], run["target"])
-        failed = run["result"] != "ok"
-        cmd = _backup_cmd(run["kind"], run["target"])
-        error = " ".join(str(run["error"] or "no error recorded").split())[:300]
+        assert not isinstance(run, str)
+        subject = run_subject(run.kind, run.target)
+        failed = run.result != "ok"
+        cmd = _backup_cmd(run.kind, run.target)
+        error = " ".join(str(run.error or "no error recorded").split())[:300]
         results.append(
             CheckResult(
                 "backup_result",
                 subject,
                 Status.CRITICAL if failed else Status.OK,
-                f"last {run['kind']} backup run started {run['started_at'][:19]} "
+                f"last {run.kind} backup run started {run.started_at[:19]} "
                 + (f"failed: {error}" if failed else "succeeded"),
                 action=f"read the backup log, fix the cause and run `{cmd}`" if failed else None,
-                details={"started_at": run["started_at"], "result": run["result"]},
+                details={"started_at": run.started_at, "result": run.result},
             )
         )
     return results

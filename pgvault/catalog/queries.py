@@ -75,3 +75,15 @@ def newest_verified_segment(catalog: CatalogDB) -> ArtifactRow | None:
         (rows[0]["timeline"], rows[0]["segno"]),
     )
     return artifact_row(found[0]) if found else None
+
+
+def newest_backups(catalog: CatalogDB, kind: str, db: str | None, limit: int) -> list[ArtifactRow]:
+    """The newest verified, not deleted backups of a kind (of one database), newest first;
+    a backup's time is when it finished (when it was verified if none was recorded)."""
+    rows = catalog.query(
+        f"SELECT {SELECT_ALL} FROM artifacts WHERE kind=? AND state='verified' "  # noqa: S608
+        "AND deleted_at IS NULL AND (? IS NULL OR db=?) "
+        "ORDER BY COALESCE(finished_at, verified_at) DESC LIMIT ?",
+        (kind, db, db, limit),
+    )
+    return [artifact_row(r) for r in rows]

@@ -66,6 +66,11 @@ class ArtifactRow:
         """`kind/name`, as log lines and reports name an artifact."""
         return f"{self.kind}/{self.name}"
 
+    @property
+    def backup_time(self) -> str | None:
+        """When a backup finished (when it was verified, if the producer recorded none)."""
+        return self.finished_at or self.verified_at
+
     def file_infos(self) -> list[FileInfo]:
         return [FileInfo.model_validate(f) for f in self.files]
 

@@ -8,24 +8,20 @@ the backup finished (the time it was verified when the producer recorded none).
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_bytes, fmt_seconds
 
 if TYPE_CHECKING:
-    from pgvault.catalog.rows import BackupRunRow
+    from pgvault.catalog.rows import ArtifactRow, BackupRunRow
 
 SIZE_HISTORY = 7  # previous backups the last one is compared with
 
-_NEWEST = (
-    "SELECT name, backup_id, size, COALESCE(finished_at, verified_at) AS at FROM artifacts "
-    "WHERE kind=? AND state='verified' AND deleted_at IS NULL AND (? IS NULL OR db=?) "
-    "ORDER BY at DESC LIMIT ?"
-)
 
+def _backups(ctx: CheckContext, kind: str, db: str | None, limit: int) -> list[ArtifactRow]:
+    from pgvault.catalog.queries import newest_backups
 
-def _backups(ctx: CheckContext, kind: str, db: str | None, limit: int) -> list[dict[str, Any]]:
-    return ctx.catalog().query(_NEWEST, (kind, db, db, limit))
+    return newest_backups(ctx.catalog(), kind, db, limit)
 
 
 def _targets(ctx: CheckContext) -> list[tuple[str, str, str | None]]:
@@ -78,20 +74,20 @@ def backup_age(ctx: CheckContext) -> list[CheckResult]:
             )
             continue
         row = rows[0]
-        age = ctx.age_s(row["at"]) or 0.0
+        age = ctx.age_s(row.backup_time) or 0.0
         late = age > limit_s
         results.append(
             CheckResult(
                 "backup_age",
                 subject,
                 Status.CRITICAL if late else Status.OK,
-                f"last verified {what} {row['name']} finished {fmt_seconds(age)} ago"
+                f"last verified {what} {row.name} finished {fmt_seconds(age)} ago"
                 + (f", more than {fmt_seconds(limit_s)}" if late else ""),
                 value=round(age, 1),
                 threshold=limit_s,
                 unit="s",
                 action=action if late else None,
-                details={"backup": row["name"], "finished_at": row["at"]},
+                details={"backup": row.name, "finished_at": row.backup_time},
             )
         )
     return results
@@ -102,12 +98,12 @@ def backup_size(ctx: CheckContext) -> list[CheckResult]:
     results = []
     for subject, kind, db in _targets(ctx):
         rows = _backups(ctx, kind, db, SIZE_HISTORY + 1)
-        sizes = [r["size"] for r in rows[1:] if r["size"]]
-        if pct <= 0 or not rows or not sizes or rows[0]["size"] is None:
+        sizes = [r.size for r in rows[1:] if r.size]
+        if pct <= 0 or not rows or not sizes or rows[0].size is None:
             why = "check disabled (threshold 0)" if pct <= 0 else "not enough backups to compare"
             results.append(CheckResult("backup_size", subject, Status.OK, why, threshold=pct))
             continue
-        last = int(rows[0]["size"])
+        last = int(rows[0].size)
         median = float(statistics.median(sizes))
         change = (last - median) / median * 100 if median else 0.0
         off = abs(change) > pct
@@ -117,7 +113,7 @@ def backup_size(ctx: CheckContext) -> list[CheckResult]:
                 "backup_size",
                 subject,
                 Status.WARNING if off else Status.OK,
-                f"last backup {rows[0]['name']} is {fmt_bytes(last)}, {abs(change):.1f} % "
+                f"last backup {rows[0].name} is {fmt_bytes(last)}, {abs(change):.1f} % "
                 f"{direction} than the median of the previous {len(sizes)} ({fmt_bytes(median)})",
                 value=round(abs(change), 2),
                 threshold=pct,

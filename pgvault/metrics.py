@@ -129,6 +129,7 @@ class PgvaultCollector(Collector):
 
     # -- parts ---------------------------------------------------------------------
     def _catalog(self, add: Callable[..., None]) -> None:
+        from pgvault.catalog.rows import DrillRow
         from pgvault.catalog.runs import last_backup_runs, last_drills
         from pgvault.checks.base import CheckContext
         from pgvault.checks.wal import newest_verified_segment, wal_gaps
@@ -147,11 +148,11 @@ class PgvaultCollector(Collector):
                 add("pgvault_last_backup_timestamp_seconds", _ts(row["at"]), row["kind"], row["db"])
                 add("pgvault_last_backup_size_bytes", row["size"], row["kind"], row["db"])
             for run in last_backup_runs(cat):
-                target = run["target"] if run["kind"] == "logical" else "all"
-                labels = (run["kind"], target)
-                add("pgvault_last_backup_run_timestamp_seconds", _ts(run["started_at"]), *labels)
-                add("pgvault_last_backup_run_duration_seconds", run["duration_s"], *labels)
-                add("pgvault_last_backup_run_success", int(run["result"] == "ok"), *labels)
+                target = run.target if run.kind == "logical" else "all"
+                labels = (run.kind, target)
+                add("pgvault_last_backup_run_timestamp_seconds", _ts(run.started_at), *labels)
+                add("pgvault_last_backup_run_duration_seconds", run.duration_s, *labels)
+                add("pgvault_last_backup_run_success", int(run.result == "ok"), *labels)
             for row in cat.query(
                 "SELECT state, COUNT(*) AS n FROM artifacts WHERE kind='wal' AND segno IS NOT "
                 "NULL AND deleted_at IS NULL GROUP BY state"
@@ -159,20 +160,20 @@ class PgvaultCollector(Collector):
                 add("pgvault_wal_segments", row["n"], row["state"])
             newest = newest_verified_segment(ctx)
             if newest is not None:
-                arrived = _ts(newest["created_at"])
+                arrived = _ts(newest.created_at)
                 add("pgvault_wal_last_verified_timestamp_seconds", arrived)
                 add("pgvault_rpo_seconds", time.time() - arrived if arrived else None)
-                add("pgvault_restorable_window_end_timestamp_seconds", _ts(newest["last_commit"]))
+                add("pgvault_restorable_window_end_timestamp_seconds", _ts(newest.last_commit))
             add("pgvault_wal_gap_segments", wal_gaps(ctx)[0].value)
-            latest: dict[str, dict[str, Any]] = {}
+            latest: dict[str, DrillRow] = {}
             for drill in last_drills(cat):
-                seen = str(latest.get(drill["kind"], {}).get("started_at") or "")
-                if str(drill["started_at"]) > seen:
-                    latest[drill["kind"]] = drill
+                seen = latest[drill.kind].started_at if drill.kind in latest else ""
+                if str(drill.started_at) > str(seen or ""):
+                    latest[drill.kind] = drill
             for kind, drill in latest.items():
-                add("pgvault_drill_last_timestamp_seconds", _ts(drill["finished_at"]), kind)
-                add("pgvault_drill_last_success", int(drill["result"] == "ok"), kind)
-                add("pgvault_drill_duration_seconds", drill["duration_s"], kind)
+                add("pgvault_drill_last_timestamp_seconds", _ts(drill.finished_at), kind)
+                add("pgvault_drill_last_success", int(drill.result == "ok"), kind)
+                add("pgvault_drill_duration_seconds", drill.duration_s, kind)
         finally:
             ctx.close()
 

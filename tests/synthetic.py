@@ -8,8 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB, iso
-from pgvault.catalog.wal import runs_add
 from pgvault.walfile import DEFAULT_SEG_SIZE, segment_name
 
 SEG = DEFAULT_SEG_SIZE
@@ -99,7 +99,10 @@ def wal_rows(
 
 def mark_verified(catalog: CatalogDB, timeline: int, segno: int) -> None:
     with catalog.transaction() as conn:
-        runs_add(conn, timeline, segno)
+        (artifact_id,) = conn.execute(
+            "SELECT id FROM artifacts WHERE timeline=? AND segno=?", (timeline, segno)
+        ).fetchone()
+        transitions.advance(conn, int(artifact_id), {"state": "verified"})
 
 
 def physical_row(

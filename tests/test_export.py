@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB, now_iso
 from pgvault.catalog.export import export
 from pgvault.catalog.rebuild import rebuild
 from pgvault.catalog.restorable import restorable_at
-from pgvault.catalog.wal import runs_remove
 from pgvault.storage.layout import Layout
 from pgvault.storage.local import LocalStore
 from tests.synthetic import physical_row, wal_rows
@@ -35,8 +35,8 @@ def test_export_is_incremental_and_rebuild_restores_the_verified_state(tmp_path:
     assert first.written == 3 + 1  # blocks 0..2 of 1024 segments, one backup receipt
     assert export(cat, store, layout).written == 0  # nothing changed, nothing rewritten
     with cat.transaction() as conn:  # segment 2500 turns out damaged
-        conn.execute("UPDATE artifacts SET state='corrupt' WHERE segno=2500")
-        runs_remove(conn, 1, 2500)
+        (damaged,) = conn.execute("SELECT id FROM artifacts WHERE segno=2500").fetchone()
+        transitions.reset(conn, damaged, "corrupt", now_iso(), "read-back failed")
     again = export(cat, store, layout)
     assert again.written == 1  # only block 2
     # an object rewritten after its verification is not trusted by a rebuild

@@ -162,15 +162,15 @@ def test_pick_logical_by_time_and_id(tmp_path: Path) -> None:
     apply_event(cat, _event("shop/20261102T000000Z", "2026-11-02T00:05:00.000000Z"))
     apply_event(cat, _event("shop/20261103T000000Z", "2026-11-03T00:05:00.000000Z", "corrupt"))
     apply_event(cat, _event("blog/20261103T000000Z", "2026-11-03T00:05:00.000000Z"))
-    assert [r["name"] for r in logical_backups(cat, "shop")] == [
+    assert [r.name for r in logical_backups(cat, "shop")] == [
         "shop/20261101T000000Z",
         "shop/20261102T000000Z",
     ]
-    assert pick_logical(cat, "shop")["backup_id"] == "20261102T000000Z"  # corrupt one skipped
+    assert pick_logical(cat, "shop").backup_id == "20261102T000000Z"  # corrupt one skipped
     at = datetime(2026, 11, 2, 0, 5, tzinfo=UTC)
-    assert pick_logical(cat, "shop", at=at)["backup_id"] == "20261102T000000Z"
+    assert pick_logical(cat, "shop", at=at).backup_id == "20261102T000000Z"
     at = datetime(2026, 11, 2, 0, 4, tzinfo=UTC)
-    assert pick_logical(cat, "shop", at=at)["backup_id"] == "20261101T000000Z"
+    assert pick_logical(cat, "shop", at=at).backup_id == "20261101T000000Z"
     with pytest.raises(NotRestorable, match="oldest one, shop/20261101T000000Z"):
         pick_logical(cat, "shop", at=datetime(2026, 10, 1, tzinfo=UTC))
     with pytest.raises(NotRestorable, match="corrupt, not verified"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB, iso
 from pgvault.catalog.leases import lease
 from pgvault.catalog.restorable import restorable_at
@@ -144,14 +145,15 @@ def test_leases_pending_and_resume(tmp_path: Path) -> None:
         assert not b35.remove and "in use by a running restore or drill" in b35.reasons
         kept = [(r.first, r.last) for r in held.wal if not r.remove and r.timeline == 1]
         assert (200, 210) in kept
-        doomed = {v["segno"] for v in victims(cat, held) if v["kind"] == "wal"}
+        doomed = {v.segno for v in victims(cat, held) if v.kind == "wal"}
         assert 100 not in doomed and 205 not in doomed and 99 in doomed
     # a run that crashed after marking: the next run finishes those deletions
     first = plan(cat, POLICY, NOW)
     rows = victims(cat, first)
     with cat.transaction() as conn:
         for r in rows[:10]:
-            conn.execute("UPDATE artifacts SET expiring_at=? WHERE id=?", (iso(NOW), r["id"]))
+            assert r.id is not None
+            transitions.mark_expiring(conn, r.id, iso(NOW))
     resumed = plan(cat, POLICY, NOW)
     assert len(resumed.resume) == 10
     apply(cat, LocalStore(tmp_path / "store"), tmp_path / "spool", resumed)

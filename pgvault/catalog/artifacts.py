@@ -14,9 +14,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import BACKUP_FACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB, iso
-from pgvault.catalog.timelines import record_history
-from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import ArtifactEvent
 
 RANK = {"ready": 0, "stored": 1, "verified": 2}
@@ -53,24 +52,9 @@ def _columns(event: ArtifactEvent) -> dict[str, Any]:
     return cols
 
 
-def _maintain_chain(
-    conn: sqlite3.Connection, row: dict[str, Any] | None, cols: dict[str, Any], new_state: str
-) -> None:
-    """Keep wal_runs in step with the verified state of a WAL segment."""
-    timeline = cols.get("timeline", row.get("timeline") if row else None)
-    segno = cols.get("segno", row.get("segno") if row else None)
-    if timeline is None or segno is None:
-        return
-    was = row is not None and row["state"] == "verified"
-    if new_state == "verified" and not was:
-        runs_add(conn, int(timeline), int(segno))
-    elif new_state != "verified" and was:
-        runs_remove(conn, int(timeline), int(segno))
-
-
 def _record_timeline(conn: sqlite3.Connection, event: ArtifactEvent) -> None:
     if event.kind == "history":
-        record_history(conn, event.meta)
+        transitions.record_history(conn, event.meta)
 
 
 def _insert(conn: sqlite3.Connection, event: ArtifactEvent, event_at: str) -> Outcome:
@@ -84,10 +68,7 @@ def _insert(conn: sqlite3.Connection, event: ArtifactEvent, event_at: str) -> Ou
         error=event.error,
     )
     cols.update(_stamps(event.state, event_at))
-    names = ", ".join(cols)
-    marks = ", ".join("?" for _ in cols)
-    conn.execute(f"INSERT INTO artifacts({names}) VALUES ({marks})", tuple(cols.values()))  # noqa: S608
-    _maintain_chain(conn, None, cols, event.state)
+    transitions.insert(conn, cols)
     if event.state == "verified":
         _record_timeline(conn, event)
     return Outcome("inserted", event.state)
@@ -114,23 +95,19 @@ def _update(
         return Outcome("ignored", row["state"], "artifact was deleted by retention")
     if event.state == row["state"] == "verified":
         # a re-verification: when it was read back, and what it proved (content_verified)
-        conn.execute(
-            "UPDATE artifacts SET checked_at=?, meta=? WHERE id=?",
-            (event_at, json.dumps(event.meta, sort_keys=True, default=str), row["id"]),
-        )
+        meta = json.dumps(event.meta, sort_keys=True, default=str)
+        transitions.refresh_check(conn, row["id"], event_at, meta)
         return Outcome("refreshed", row["state"])
     if not _should_apply(row["state"], row["state_at"], event.state, event_at):
         return Outcome("ignored", row["state"])
     if event.state in RESETS:
         # keep what we know about the stored object; only the state and error change
-        cols: dict[str, Any] = {"state": event.state, "state_at": event_at, "error": event.error}
+        transitions.reset(conn, row["id"], event.state, event_at, event.error)
     else:
         cols = _columns(event)
         cols.update(state=event.state, state_at=event_at, error=None)
         cols.update(_stamps(event.state, event_at))
-    sets = ", ".join(f"{k}=?" for k in cols)
-    conn.execute(f"UPDATE artifacts SET {sets} WHERE id=?", (*cols.values(), row["id"]))  # noqa: S608
-    _maintain_chain(conn, row, cols, event.state)
+        transitions.advance(conn, row["id"], cols)
     if event.state == "verified":
         _record_timeline(conn, event)
     return Outcome("reset" if event.state in RESETS else "advanced", event.state)

@@ -11,15 +11,16 @@ from datetime import datetime
 from typing import Any
 
 from pgvault.catalog.db import CatalogDB, iso
-from pgvault.catalog.queries import LIST_COLUMNS, present
+from pgvault.catalog.queries import SELECT_ALL
+from pgvault.catalog.rows import DumpRow, dump_row
 from pgvault.errors import NotRestorable
 
-_COLS = ", ".join(LIST_COLUMNS)
+_COLS = SELECT_ALL
 
 
 def logical_backups(
     catalog: CatalogDB, db: str | None = None, *, verified_only: bool = True
-) -> list[dict[str, Any]]:
+) -> list[DumpRow]:
     """Catalogued dumps (of one database), oldest first, as documented rows."""
     where = ["kind = 'logical'", "deleted_at IS NULL"]
     params: list[Any] = []
@@ -33,12 +34,12 @@ def logical_backups(
         "ORDER BY finished_at, name",
         tuple(params),
     )
-    return [present(r) for r in rows]
+    return [dump_row(r) for r in rows]
 
 
 def pick_logical(
     catalog: CatalogDB, db: str, *, at: datetime | None = None, backup_id: str | None = None
-) -> dict[str, Any]:
+) -> DumpRow:
     """The dump to restore: the one named by backup_id, else the newest verified dump
     that finished at or before `at` (default: the newest). NotRestorable otherwise."""
     if backup_id is not None:
@@ -49,29 +50,28 @@ def pick_logical(
         )
         if not rows:
             raise NotRestorable(f"no logical backup {name} in the catalog")
-        row = present(rows[0])
-        if row["deleted_at"]:
+        row = dump_row(rows[0])
+        if row.deleted_at:
             raise NotRestorable(f"logical backup {name} was deleted by retention")
-        if row["state"] != "verified":
-            why = f" ({row['error']})" if row.get("error") else ""
+        if row.state != "verified":
+            why = f" ({row.error})" if row.error else ""
             raise NotRestorable(
-                f"logical backup {name} is {row['state']}, not verified{why}; "
-                "refusing to restore it"
+                f"logical backup {name} is {row.state}, not verified{why}; refusing to restore it"
             )
         return row
-    rows = logical_backups(catalog, db)
-    if not rows:
+    dumps = logical_backups(catalog, db)
+    if not dumps:
         raise NotRestorable(
             f"no verified logical backup of {db} in the catalog (take one with "
             f"`pgvault backup logical --db {db}` and let the pipeline verify it)"
         )
     if at is None:
-        return rows[-1]
+        return dumps[-1]
     limit = iso(at)
-    eligible = [r for r in rows if r["finished_at"] and r["finished_at"] <= limit]
+    eligible = [r for r in dumps if r.finished_at and r.finished_at <= limit]
     if not eligible:
         raise NotRestorable(
             f"no verified dump of {db} finished at or before {limit}; the oldest one, "
-            f"{rows[0]['name']}, finished at {rows[0]['finished_at']}"
+            f"{dumps[0].name}, finished at {dumps[0].finished_at}"
         )
     return eligible[-1]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pgvault.catalog.db import ARTIFACT_COLUMNS, CatalogDB
-from pgvault.walfile import format_lsn
+from pgvault.catalog.rows import ArtifactRow, artifact_row
 
 LIST_COLUMNS = ARTIFACT_COLUMNS
+SELECT_ALL = ", ".join(("id", *ARTIFACT_COLUMNS))  # every column of a typed row
 
 
 def state_of(catalog: CatalogDB, kind: str, name: str) -> dict[str, Any] | None:
@@ -19,21 +19,10 @@ def state_of(catalog: CatalogDB, kind: str, name: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def artifact(catalog: CatalogDB, kind: str, name: str) -> dict[str, Any] | None:
-    cols = ", ".join(LIST_COLUMNS)
-    rows = catalog.query(f"SELECT {cols} FROM artifacts WHERE kind=? AND name=?", (kind, name))  # noqa: S608
-    return present(rows[0]) if rows else None
-
-
-def present(row: dict[str, Any]) -> dict[str, Any]:
-    """A catalog row as documented in --json output: JSON decoded, LSNs as text."""
-    out = dict(row)
-    out["files"] = json.loads(row.get("files") or "[]")
-    out["meta"] = json.loads(row.get("meta") or "{}")
-    for col in ("start_lsn", "end_lsn"):
-        if out.get(col) is not None:
-            out[col] = format_lsn(int(out[col]))
-    return out
+def artifact(catalog: CatalogDB, kind: str, name: str) -> ArtifactRow | None:
+    sql = f"SELECT {SELECT_ALL} FROM artifacts WHERE kind=? AND name=?"  # noqa: S608
+    rows = catalog.query(sql, (kind, name))
+    return artifact_row(rows[0]) if rows else None
 
 
 def list_artifacts(
@@ -42,7 +31,7 @@ def list_artifacts(
     state: str | None = None,
     limit: int | None = None,
     include_deleted: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[ArtifactRow]:
     where = []
     params: list[Any] = []
     if kind:
@@ -53,13 +42,13 @@ def list_artifacts(
         params.append(state)
     if not include_deleted:
         where.append("deleted_at IS NULL")
-    sql = f"SELECT {', '.join(LIST_COLUMNS)} FROM artifacts"  # noqa: S608
+    sql = f"SELECT {SELECT_ALL} FROM artifacts"  # noqa: S608
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY kind, COALESCE(timeline, 0), COALESCE(segno, 0), name"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    return [present(r) for r in catalog.query(sql, tuple(params))]
+    return [artifact_row(r) for r in catalog.query(sql, tuple(params))]
 
 
 def counts_by_state(catalog: CatalogDB) -> dict[str, dict[str, int]]:
@@ -70,3 +59,31 @@ def counts_by_state(catalog: CatalogDB) -> dict[str, dict[str, int]]:
     ):
         out.setdefault(row["kind"], {})[row["state"]] = row["n"]
     return out
+
+
+def newest_verified_segment(catalog: CatalogDB) -> ArtifactRow | None:
+    """The end of the newest timeline's verified chain (via wal_runs, index only)."""
+    rows = catalog.query(
+        "SELECT timeline, MAX(end_segno) AS segno FROM wal_runs GROUP BY timeline "
+        "ORDER BY timeline DESC LIMIT 1"
+    )
+    if not rows:
+        return None
+    found = catalog.query(
+        f"SELECT {SELECT_ALL} FROM artifacts "  # noqa: S608
+        "WHERE timeline=? AND segno=? AND kind='wal' AND state='verified'",
+        (rows[0]["timeline"], rows[0]["segno"]),
+    )
+    return artifact_row(found[0]) if found else None
+
+
+def newest_backups(catalog: CatalogDB, kind: str, db: str | None, limit: int) -> list[ArtifactRow]:
+    """The newest verified, not deleted backups of a kind (of one database), newest first;
+    a backup's time is when it finished (when it was verified if none was recorded)."""
+    rows = catalog.query(
+        f"SELECT {SELECT_ALL} FROM artifacts WHERE kind=? AND state='verified' "  # noqa: S608
+        "AND deleted_at IS NULL AND (? IS NULL OR db=?) "
+        "ORDER BY COALESCE(finished_at, verified_at) DESC LIMIT ?",
+        (kind, db, db, limit),
+    )
+    return [artifact_row(r) for r in rows]

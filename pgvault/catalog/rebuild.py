@@ -21,10 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import ARTIFACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB, iso, now_iso
 from pgvault.catalog.export import receipt_root
-from pgvault.catalog.timelines import record_history
-from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import FileInfo
 from pgvault.storage import ObjectInfo, ObjectStore, objmeta
 from pgvault.storage.layout import Layout
@@ -196,7 +195,6 @@ def _write(catalog: CatalogDB, row: dict[str, Any], report: RebuildReport) -> No
             (row["kind"], row["name"]),
         )
         old = cur.fetchone()
-        segment = row.get("segno") is not None and row.get("timeline") is not None
         if old is not None:
             # retention's marks stay; a receipt never hides damage found after it was written
             values["expiring_at"], values["deleted_at"] = old[4], old[5]
@@ -204,27 +202,14 @@ def _write(catalog: CatalogDB, row: dict[str, Any], report: RebuildReport) -> No
             if old[1] in ("corrupt", "missing") and str(old[3]) > str(receipt_time):
                 return
         if old is None:
-            names = ", ".join(values)
-            conn.execute(
-                f"INSERT INTO artifacts({names}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
-                tuple(values.values()),
-            )
+            transitions.insert(conn, values)
             report.added.append(f"{row['kind']}/{row['name']}")
         elif old[1] == "verified" and row["state"] != "verified" and old[2] == row["sha256"]:
             return  # the catalog already proved it; the store has it: keep
         else:
-            sets = ", ".join(f"{c}=?" for c in values)
-            conn.execute(
-                f"UPDATE artifacts SET {sets} WHERE id=?",  # noqa: S608
-                (*values.values(), old[0]),
-            )
-        if segment:
-            if row["state"] == "verified" and not values["expiring_at"]:
-                runs_add(conn, int(row["timeline"]), int(row["segno"]))
-            else:
-                runs_remove(conn, int(row["timeline"]), int(row["segno"]))
+            transitions.replace(conn, int(old[0]), values)
         if row["kind"] == "history" and row["state"] == "verified":
-            record_history(conn, row.get("meta") or {})
+            transitions.record_history(conn, row.get("meta") or {})
 
 
 def _mark_missing(
@@ -242,12 +227,7 @@ def _mark_missing(
         if (r["kind"], r["name"]) in present:
             continue
         with catalog.transaction() as conn:
-            conn.execute(
-                "UPDATE artifacts SET state='missing', state_at=?, error=? WHERE id=?",
-                (now_iso(), "not in the store at rebuild", r["id"]),
-            )
-            if r["segno"] is not None and r["state"] == "verified":
-                runs_remove(conn, int(r["timeline"]), int(r["segno"]))
+            transitions.reset(conn, r["id"], "missing", now_iso(), "not in the store at rebuild")
         report.missing.append(f"{r['kind']}/{r['name']}")
 
 
@@ -255,21 +235,7 @@ def _restore_side_tables(
     catalog: CatalogDB, timelines: list[dict[str, Any]], drills: list[dict[str, Any]]
 ) -> None:
     with catalog.transaction() as conn:
-        for t in timelines:
-            conn.execute(
-                "INSERT INTO timelines(timeline, parent, switchpoint, reason, is_current, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(timeline) DO UPDATE SET "
-                "parent=excluded.parent, switchpoint=excluded.switchpoint, "
-                "is_current=excluded.is_current",
-                (
-                    t["timeline"],
-                    t.get("parent"),
-                    t.get("switchpoint"),
-                    t.get("reason"),
-                    t.get("is_current") or 0,
-                    t.get("recorded_at") or now_iso(),
-                ),
-            )
+        transitions.restore_timelines(conn, timelines)
         for d in drills:
             conn.execute(
                 "INSERT OR IGNORE INTO drills(id, kind, target, backup, started_at, finished_at, "

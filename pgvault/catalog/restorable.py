@@ -14,15 +14,15 @@ segno)`: no scan of the WAL rows, so it answers in milliseconds at millions of s
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from pgvault.catalog.db import CatalogDB, iso, parse_iso
+from pgvault.catalog.queries import SELECT_ALL
+from pgvault.catalog.rows import BackupRow, backup_row
 from pgvault.catalog.wal import run_containing
-from pgvault.walfile import DEFAULT_SEG_SIZE, segment_name
+from pgvault.walfile import segment_name
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Window:
 @dataclass
 class Plan:
     target: str
-    backup: dict[str, Any]
+    backup: BackupRow
     window: Window
     segments: int
     wal_bytes: int
@@ -66,26 +66,35 @@ class Plan:
     target_timeline: int
 
 
+@dataclass(frozen=True, slots=True)
+class LogicalOption:
+    """The dump of one database to restore for a target (newest verified before it)."""
+
+    db: str
+    backup_id: str
+    finished_at: str
+    size: int | None
+    name: str
+    data_loss_s: float | None = None  # target - finished_at, when a target was given
+
+
 @dataclass
 class Answer:
     target: str
     plan: Plan | None
     windows: list[Window]
-    logical: list[dict[str, Any]] = field(default_factory=list)
+    logical: list[LogicalOption] = field(default_factory=list)
     before: str | None = None  # nearest restorable point before T
     after: str | None = None  # nearest restorable point after T
 
 
-def physical_backups(catalog: CatalogDB) -> list[dict[str, Any]]:
+def physical_backups(catalog: CatalogDB) -> list[BackupRow]:
     """Verified, not expiring base backups, newest first."""
     rows = catalog.query(
-        "SELECT * FROM artifacts WHERE kind = 'physical' AND state = 'verified' "
+        f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = 'physical' AND state = 'verified' "  # noqa: S608
         "AND expiring_at IS NULL AND deleted_at IS NULL ORDER BY finished_at DESC"
     )
-    for row in rows:
-        row["meta"] = json.loads(row["meta"] or "{}")
-        row["files"] = json.loads(row["files"] or "[]")
-    return rows
+    return [backup_row(r) for r in rows]
 
 
 def _children(conn: sqlite3.Connection, timeline: int) -> list[tuple[int, int, int]]:
@@ -166,30 +175,29 @@ def latest_target(last_commit: str | None) -> str | None:
     return iso(parse_iso(last_commit) - timedelta(microseconds=1))
 
 
-def window_for(conn: sqlite3.Connection, backup: dict[str, Any]) -> Window:
-    meta = backup["meta"]
-    seg_size = int(meta.get("seg_size") or DEFAULT_SEG_SIZE)
-    timeline = int(backup["timeline"] or meta.get("timeline") or 1)
-    name = str(backup["backup_id"] or backup["name"])
-    if backup["start_lsn"] is None or backup["end_lsn"] is None:
+def window_for(conn: sqlite3.Connection, backup: BackupRow) -> Window:
+    seg_size = backup.wal_seg_size
+    timeline = int(backup.timeline or backup.meta.get("timeline") or 1)
+    name = backup.label
+    if backup.start_lsn is None or backup.end_lsn is None:
         return Window(
             name,
             timeline,
-            str(backup["finished_at"]),
+            str(backup.finished_at),
             None,
             [],
             seg_size,
             timeline,
             needs="its WAL range (manifest without LSNs)",
         )
-    start_lsn, end_lsn = int(backup["start_lsn"]), int(backup["end_lsn"])
+    start_lsn, end_lsn = int(backup.start_lsn), int(backup.end_lsn)
     start_seg = start_lsn // seg_size
     stop_seg = max(start_seg, (end_lsn - 1) // seg_size)  # the segment holding the last byte
     portions, last_tli, broken = chain_from(conn, timeline, start_seg, seg_size, start_lsn)
     window = Window(
         backup_id=name,
         backup_timeline=timeline,
-        start=str(backup["finished_at"]),
+        start=str(backup.finished_at),
         end=latest_target(_last_commit(conn, portions)),
         portions=portions,
         seg_size=seg_size,
@@ -218,7 +226,7 @@ def merged(ws: list[Window]) -> list[tuple[str, str]]:
     return out
 
 
-def _plan(conn: sqlite3.Connection, backup: dict[str, Any], window: Window, target: str) -> Plan:
+def _plan(conn: sqlite3.Connection, backup: BackupRow, window: Window, target: str) -> Plan:
     """WAL needed: from the backup's start segment to the segment where T is reached."""
     segments = 0
     wal_bytes = 0
@@ -254,7 +262,7 @@ def _plan(conn: sqlite3.Connection, backup: dict[str, Any], window: Window, targ
     )
 
 
-def logical_options(catalog: CatalogDB, target: str | None = None) -> list[dict[str, Any]]:
+def logical_options(catalog: CatalogDB, target: str | None = None) -> list[LogicalOption]:
     """Per database, the newest verified dump taken at or before T (or the newest)."""
     rows = catalog.query(
         "SELECT a.db, a.backup_id, a.finished_at, a.size, a.name FROM artifacts a "
@@ -265,11 +273,14 @@ def logical_options(catalog: CatalogDB, target: str | None = None) -> list[dict[
         "AND (? IS NULL OR b.finished_at <= ?)) ORDER BY a.db",
         (target, target),
     )
-    if target:
-        t = parse_iso(target)
-        for row in rows:
-            row["data_loss_s"] = (t - parse_iso(row["finished_at"])).total_seconds()
-    return rows
+    t = parse_iso(target) if target else None
+    return [
+        LogicalOption(
+            **row,
+            data_loss_s=(t - parse_iso(row["finished_at"])).total_seconds() if t else None,
+        )
+        for row in rows
+    ]
 
 
 IMMEDIATE = "immediate"  # target: the base backup's consistent point (recovery_target)
@@ -279,7 +290,7 @@ def consistent_point(catalog: CatalogDB, backup_id: str) -> Plan | None:
     """Restoring a verified base backup to its consistent point needs only the backup:
     pg_wal.tar.zst holds the WAL from its start to its stop."""
     for backup in physical_backups(catalog):
-        if backup["backup_id"] == backup_id or backup["name"] == backup_id:
+        if backup_id in (backup.backup_id, backup.name):
             window = window_for(catalog.conn, backup)
             return Plan(
                 target=IMMEDIATE,
@@ -301,7 +312,7 @@ def restorable_at(catalog: CatalogDB, when: datetime, backup_id: str | None = No
     ws: list[Window] = []
     plan = None
     for backup in physical_backups(catalog):
-        if backup_id is not None and backup_id not in (backup["backup_id"], backup["name"]):
+        if backup_id is not None and backup_id not in (backup.backup_id, backup.name):
             continue
         window = window_for(conn, backup)
         ws.append(window)

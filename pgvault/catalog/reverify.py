@@ -7,9 +7,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB, now_iso
-from pgvault.catalog.timelines import record_history
-from pgvault.catalog.wal import runs_add, runs_remove
 from pgvault.schemas import FileInfo
 from pgvault.storage import ObjectStore
 
@@ -55,24 +54,12 @@ def verify_unproven(
             meta = dict(json.loads(row["meta"] or "{}"), content_verified=proved)
             with catalog.transaction() as conn:
                 if error is None:
-                    conn.execute(
-                        "UPDATE artifacts SET state='verified', state_at=?, "
-                        "verified_at=COALESCE(verified_at, ?), checked_at=?, meta=?, "
-                        "error=NULL WHERE id=?",
-                        (now, now, now, json.dumps(meta, sort_keys=True), row["id"]),
-                    )
-                    if row["segno"] is not None:
-                        runs_add(conn, int(row["timeline"]), int(row["segno"]))
+                    transitions.prove(conn, row["id"], now, json.dumps(meta, sort_keys=True))
                     if row["kind"] == "history":
-                        record_history(conn, meta)
+                        transitions.record_history(conn, meta)
                 else:
                     state, _, reason = error.partition(":")
-                    conn.execute(
-                        "UPDATE artifacts SET state=?, state_at=?, error=? WHERE id=?",
-                        (state, now, reason, row["id"]),
-                    )
-                    if row["segno"] is not None:
-                        runs_remove(conn, int(row["timeline"]), int(row["segno"]))
+                    transitions.reset(conn, row["id"], state, now, reason)
                     bad.append(f"{row['kind']}/{row['name']}")
             done += 1
             tick(1)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.rows import BackupRunRow, DrillRow
 
 
 def record_backup_run(
@@ -72,24 +73,23 @@ def record_drill(
         return int(cur.lastrowid or 0)
 
 
-def last_backup_runs(catalog: CatalogDB, kind: str | None = None) -> list[dict[str, Any]]:
+def last_backup_runs(catalog: CatalogDB, kind: str | None = None) -> list[BackupRunRow]:
     """The latest run per (kind, target)."""
-    return catalog.query(
+    rows = catalog.query(
         "SELECT r.* FROM backup_runs r JOIN (SELECT kind, target, MAX(started_at) AS s "
         "FROM backup_runs WHERE ? IS NULL OR kind = ? GROUP BY kind, target) m "
         "ON r.kind = m.kind AND r.target = m.target AND r.started_at = m.s "
         "ORDER BY r.kind, r.target",
         (kind, kind),
     )
+    return [BackupRunRow.from_sql(r) for r in rows]
 
 
-def last_drills(catalog: CatalogDB) -> list[dict[str, Any]]:
+def last_drills(catalog: CatalogDB) -> list[DrillRow]:
     """The latest drill per (kind, target), details decoded."""
     rows = catalog.query(
         "SELECT d.* FROM drills d JOIN (SELECT kind, target, MAX(started_at) AS s FROM drills "
         "GROUP BY kind, target) m ON d.kind = m.kind AND d.target = m.target "
         "AND d.started_at = m.s ORDER BY d.kind, d.target"
     )
-    for row in rows:
-        row["details"] = json.loads(row["details"] or "{}")
-    return rows
+    return [DrillRow.from_sql(r) for r in rows]

@@ -7,21 +7,9 @@ follows the highest-numbered child, as PostgreSQL's `recovery_target_timeline = 
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Mapping
-from typing import Any
-
-from pgvault.catalog.db import CatalogDB, now_iso
-
-
-def set_current(catalog: CatalogDB, timeline: int) -> None:
-    with catalog.transaction() as conn:
-        conn.execute("UPDATE timelines SET is_current = 0 WHERE is_current = 1")
-        conn.execute(
-            "INSERT INTO timelines(timeline, is_current, recorded_at) VALUES (?, 1, ?) "
-            "ON CONFLICT(timeline) DO UPDATE SET is_current = 1",
-            (timeline, now_iso()),
-        )
+from pgvault.catalog.db import CatalogDB
+from pgvault.catalog.transitions import record_history
+from pgvault.catalog.transitions import set_current_timeline as set_current
 
 
 def current(catalog: CatalogDB) -> int | None:
@@ -29,19 +17,4 @@ def current(catalog: CatalogDB) -> int | None:
     return int(value) if value is not None else None
 
 
-def record_history(conn: sqlite3.Connection, meta: Mapping[str, Any]) -> None:
-    """A verified history file: timeline, parent, switch point (keeps `is_current`)."""
-    if "timeline" not in meta:
-        return
-    conn.execute(
-        "INSERT INTO timelines(timeline, parent, switchpoint, reason, is_current, recorded_at) "
-        "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT(timeline) DO UPDATE SET parent=excluded.parent, "
-        "switchpoint=excluded.switchpoint, reason=excluded.reason",
-        (
-            meta["timeline"],
-            meta.get("parent"),
-            meta.get("switchpoint"),
-            meta.get("reason"),
-            now_iso(),
-        ),
-    )
+__all__ = ["current", "record_history", "set_current"]

@@ -1,9 +1,9 @@
 """The WAL chain: contiguous verified runs per timeline, and gaps in them.
 
 `wal_runs` holds one row per maximal run of verified segments [start_segno, end_segno]
-in a timeline. It is updated in the same transaction as a segment's state, so "is the
-chain contiguous from A to B" and "where are the gaps" cost a few index lookups, not a
-scan of millions of segment rows.
+in a timeline. catalog/transitions.py updates it in the same transaction as a segment's
+state, so "is the chain contiguous from A to B" and "where are the gaps" cost a few index
+lookups, not a scan of millions of segment rows. This module only reads it.
 """
 
 from __future__ import annotations
@@ -29,61 +29,6 @@ def run_containing(conn: sqlite3.Connection, timeline: int, segno: int) -> tuple
 
 
 EXPORT_BLOCK = 1024  # segments per verification receipt (catalog/export.py)
-
-
-def _dirty(conn: sqlite3.Connection, timeline: int, segno: int) -> None:
-    conn.execute(
-        "INSERT OR IGNORE INTO dirty_blocks(timeline, block) VALUES (?, ?)",
-        (timeline, segno // EXPORT_BLOCK),
-    )
-
-
-def runs_add(conn: sqlite3.Connection, timeline: int, segno: int) -> None:
-    """Segment became verified: extend or merge the neighbouring runs."""
-    _dirty(conn, timeline, segno)
-    if run_containing(conn, timeline, segno):
-        return
-    left = run_containing(conn, timeline, segno - 1)
-    right = conn.execute(
-        "SELECT end_segno FROM wal_runs WHERE timeline=? AND start_segno=?",
-        (timeline, segno + 1),
-    ).fetchone()
-    start = left[0] if left else segno
-    end = int(right[0]) if right else segno
-    if right:
-        conn.execute(
-            "DELETE FROM wal_runs WHERE timeline=? AND start_segno=?", (timeline, segno + 1)
-        )
-    if left:
-        conn.execute(
-            "UPDATE wal_runs SET end_segno=? WHERE timeline=? AND start_segno=?",
-            (end, timeline, start),
-        )
-    else:
-        conn.execute(
-            "INSERT INTO wal_runs(timeline, start_segno, end_segno) VALUES (?, ?, ?)",
-            (timeline, start, end),
-        )
-
-
-def runs_remove(conn: sqlite3.Connection, timeline: int, segno: int) -> None:
-    """Segment is no longer verified (corrupt, missing, deleted): split its run."""
-    _dirty(conn, timeline, segno)
-    run = run_containing(conn, timeline, segno)
-    if run is None:
-        return
-    start, end = run
-    conn.execute("DELETE FROM wal_runs WHERE timeline=? AND start_segno=?", (timeline, start))
-    if start < segno:
-        conn.execute(
-            "INSERT INTO wal_runs(timeline, start_segno, end_segno) VALUES (?, ?, ?)",
-            (timeline, start, segno - 1),
-        )
-    if segno < end:
-        conn.execute(
-            "INSERT INTO wal_runs(timeline, start_segno, end_segno) VALUES (?, ?, ?)",
-            (timeline, segno + 1, end),
-        )
 
 
 def runs(conn: sqlite3.Connection, timeline: int) -> list[tuple[int, int]]:

@@ -8,21 +8,20 @@ the backup finished (the time it was verified when the producer recorded none).
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_bytes, fmt_seconds
 
+if TYPE_CHECKING:
+    from pgvault.catalog.rows import ArtifactRow, BackupRunRow
+
 SIZE_HISTORY = 7  # previous backups the last one is compared with
 
-_NEWEST = (
-    "SELECT name, backup_id, size, COALESCE(finished_at, verified_at) AS at FROM artifacts "
-    "WHERE kind=? AND state='verified' AND deleted_at IS NULL AND (? IS NULL OR db=?) "
-    "ORDER BY at DESC LIMIT ?"
-)
 
+def _backups(ctx: CheckContext, kind: str, db: str | None, limit: int) -> list[ArtifactRow]:
+    from pgvault.catalog.queries import newest_backups
 
-def _backups(ctx: CheckContext, kind: str, db: str | None, limit: int) -> list[dict[str, Any]]:
-    return ctx.catalog().query(_NEWEST, (kind, db, db, limit))
+    return newest_backups(ctx.catalog(), kind, db, limit)
 
 
 def _targets(ctx: CheckContext) -> list[tuple[str, str, str | None]]:
@@ -75,20 +74,20 @@ def backup_age(ctx: CheckContext) -> list[CheckResult]:
             )
             continue
         row = rows[0]
-        age = ctx.age_s(row["at"]) or 0.0
+        age = ctx.age_s(row.backup_time) or 0.0
         late = age > limit_s
         results.append(
             CheckResult(
                 "backup_age",
                 subject,
                 Status.CRITICAL if late else Status.OK,
-                f"last verified {what} {row['name']} finished {fmt_seconds(age)} ago"
+                f"last verified {what} {row.name} finished {fmt_seconds(age)} ago"
                 + (f", more than {fmt_seconds(limit_s)}" if late else ""),
                 value=round(age, 1),
                 threshold=limit_s,
                 unit="s",
                 action=action if late else None,
-                details={"backup": row["name"], "finished_at": row["at"]},
+                details={"backup": row.name, "finished_at": row.backup_time},
             )
         )
     return results
@@ -99,12 +98,12 @@ def backup_size(ctx: CheckContext) -> list[CheckResult]:
     results = []
     for subject, kind, db in _targets(ctx):
         rows = _backups(ctx, kind, db, SIZE_HISTORY + 1)
-        sizes = [r["size"] for r in rows[1:] if r["size"]]
-        if pct <= 0 or not rows or not sizes or rows[0]["size"] is None:
+        sizes = [r.size for r in rows[1:] if r.size]
+        if pct <= 0 or not rows or not sizes or rows[0].size is None:
             why = "check disabled (threshold 0)" if pct <= 0 else "not enough backups to compare"
             results.append(CheckResult("backup_size", subject, Status.OK, why, threshold=pct))
             continue
-        last = int(rows[0]["size"])
+        last = int(rows[0].size)
         median = float(statistics.median(sizes))
         change = (last - median) / median * 100 if median else 0.0
         off = abs(change) > pct
@@ -114,7 +113,7 @@ def backup_size(ctx: CheckContext) -> list[CheckResult]:
                 "backup_size",
                 subject,
                 Status.WARNING if off else Status.OK,
-                f"last backup {rows[0]['name']} is {fmt_bytes(last)}, {abs(change):.1f} % "
+                f"last backup {rows[0].name} is {fmt_bytes(last)}, {abs(change):.1f} % "
                 f"{direction} than the median of the previous {len(sizes)} ({fmt_bytes(median)})",
                 value=round(abs(change), 2),
                 threshold=pct,
@@ -129,24 +128,23 @@ def backup_size(ctx: CheckContext) -> list[CheckResult]:
     return results
 
 
-def _last_runs(ctx: CheckContext) -> list[dict[str, Any]]:
-    """The latest run per target, plus a placeholder (`result` None) for every configured
-    target without one, so the output always lists the same subjects."""
+def _last_runs(ctx: CheckContext) -> list[BackupRunRow | str]:
+    """The latest run per target, plus the subject of every configured target without one
+    (a placeholder), so the output always lists the same subjects."""
     from pgvault.catalog.runs import last_backup_runs
 
-    runs = last_backup_runs(ctx.catalog())
-    seen = {run_subject(r["kind"], r["target"]) for r in runs}
+    runs: list[BackupRunRow | str] = list(last_backup_runs(ctx.catalog()))
+    seen = {run_subject(r.kind, r.target) for r in runs if not isinstance(r, str)}
     for subject, kind, db in _targets(ctx):
         if subject not in seen:
-            runs.append({"kind": kind, "target": db or "cluster", "result": None})
+            runs.append(run_subject(kind, db or "cluster"))
     return runs
 
 
-def _no_run(name: str, run: dict[str, Any]) -> CheckResult | None:
-    if run["result"] is not None:
+def _no_run(name: str, run: BackupRunRow | str) -> CheckResult | None:
+    if not isinstance(run, str):
         return None
-    subject = run_subject(run["kind"], run["target"])
-    return CheckResult(name, subject, Status.OK, "no backup run recorded yet")
+    return CheckResult(name, run, Status.OK, "no backup run recorded yet")
 
 
 def backup_duration(ctx: CheckContext) -> list[CheckResult]:
@@ -156,15 +154,16 @@ def backup_duration(ctx: CheckContext) -> list[CheckResult]:
         if placeholder := _no_run("backup_duration", run):
             results.append(placeholder)
             continue
-        subject = run_subject(run["kind"], run["target"])
-        duration = float(run["duration_s"] or 0.0)
+        assert not isinstance(run, str)
+        subject = run_subject(run.kind, run.target)
+        duration = float(run.duration_s or 0.0)
         slow = 0 < limit_s < duration
         results.append(
             CheckResult(
                 "backup_duration",
                 subject,
                 Status.WARNING if slow else Status.OK,
-                f"last {run['kind']} backup run ({run['result']}) started {run['started_at'][:19]}"
+                f"last {run.kind} backup run ({run.result}) started {run.started_at[:19]}"
                 f" took {fmt_seconds(duration)}"
                 + (f", more than {fmt_seconds(limit_s)}" if slow else ""),
                 value=round(duration, 1),
@@ -174,7 +173,7 @@ def backup_duration(ctx: CheckContext) -> list[CheckResult]:
                 "raise alerts.max_duration_minutes if the growth is expected"
                 if slow
                 else None,
-                details={"started_at": run["started_at"], "result": run["result"]},
+                details={"started_at": run.started_at, "result": run.result},
             )
         )
     return results
@@ -186,19 +185,20 @@ def backup_result(ctx: CheckContext) -> list[CheckResult]:
         if placeholder := _no_run("backup_result", run):
             results.append(placeholder)
             continue
-        subject = run_subject(run["kind"], run["target"])
-        failed = run["result"] != "ok"
-        cmd = _backup_cmd(run["kind"], run["target"])
-        error = " ".join(str(run["error"] or "no error recorded").split())[:300]
+        assert not isinstance(run, str)
+        subject = run_subject(run.kind, run.target)
+        failed = run.result != "ok"
+        cmd = _backup_cmd(run.kind, run.target)
+        error = " ".join(str(run.error or "no error recorded").split())[:300]
         results.append(
             CheckResult(
                 "backup_result",
                 subject,
                 Status.CRITICAL if failed else Status.OK,
-                f"last {run['kind']} backup run started {run['started_at'][:19]} "
+                f"last {run.kind} backup run started {run.started_at[:19]} "
                 + (f"failed: {error}" if failed else "succeeded"),
                 action=f"read the backup log, fix the cause and run `{cmd}`" if failed else None,
-                details={"started_at": run["started_at"], "result": run["result"]},
+                details={"started_at": run.started_at, "result": run.result},
             )
         )
     return results

@@ -8,15 +8,18 @@ there never was one.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
+
+if TYPE_CHECKING:
+    from pgvault.catalog.rows import DrillRow
 
 KINDS = ("logical", "pitr")
 
 
-def _why(row: dict[str, Any]) -> str:
-    details = row.get("details") or {}
+def _why(row: DrillRow) -> str:
+    details = row.details or {}
     if isinstance(details, dict):
         for key in ("error", "reason", "mismatches"):
             if details.get(key):
@@ -37,7 +40,7 @@ def drills(ctx: CheckContext) -> list[CheckResult]:
         if max_s <= 0:
             results.append(CheckResult("drills", kind, Status.OK, "check disabled (threshold 0)"))
             continue
-        mine = [r for r in rows if r["kind"] == kind]
+        mine = [r for r in rows if r.kind == kind]
         if not mine:
             results.append(
                 CheckResult(
@@ -51,35 +54,34 @@ def drills(ctx: CheckContext) -> list[CheckResult]:
                 )
             )
             continue
-        newest = max(mine, key=lambda r: str(r["started_at"]))
-        age = ctx.age_s(newest["finished_at"] or newest["started_at"]) or 0.0
+        newest = max(mine, key=lambda r: str(r.started_at))
+        age = ctx.age_s(newest.finished_at or newest.started_at) or 0.0
         failed = [
             r
             for r in mine
-            if r["result"] != "ok"
-            and (ctx.age_s(r["finished_at"] or r["started_at"]) or 0.0) <= max_s
+            if r.result != "ok" and (ctx.age_s(r.finished_at or r.started_at) or 0.0) <= max_s
         ]
         details = {
-            "target": newest["target"],
-            "backup": newest["backup"],
-            "finished_at": newest["finished_at"],
-            "duration_s": newest["duration_s"],
-            "result": newest["result"],
+            "target": newest.target,
+            "backup": newest.backup,
+            "finished_at": newest.finished_at,
+            "duration_s": newest.duration_s,
+            "result": newest.result,
         }
         if failed:
             bad = failed[0]
             status = Status.CRITICAL
             text = (
-                f"{kind} drill of {bad['target']} (backup {bad['backup']}) at "
-                f"{str(bad['started_at'])[:19]} failed: {_why(bad)}"
+                f"{kind} drill of {bad.target} (backup {bad.backup}) at "
+                f"{str(bad.started_at)[:19]} failed: {_why(bad)}"
             )
         elif age > max_s:
             status = Status.WARNING
             text = f"last {kind} drill ran {fmt_seconds(age)} ago, more than {fmt_seconds(max_s)}"
         else:
             status = Status.OK
-            rto = fmt_seconds(float(newest["duration_s"] or 0))
-            text = f"last {kind} drill of {newest['target']} passed {fmt_seconds(age)} ago in {rto}"
+            rto = fmt_seconds(float(newest.duration_s or 0))
+            text = f"last {kind} drill of {newest.target} passed {fmt_seconds(age)} ago in {rto}"
         results.append(
             CheckResult(
                 "drills",

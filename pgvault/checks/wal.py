@@ -17,7 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pgvault.catalog import queries
 from pgvault.catalog.queries import state_of
+from pgvault.catalog.rows import ArtifactRow
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
 from pgvault.walfile import parse_name
 
@@ -94,21 +96,9 @@ def spool_lag(ctx: CheckContext) -> CheckResult:
     )
 
 
-def newest_verified_segment(ctx: CheckContext) -> dict[str, Any] | None:
+def newest_verified_segment(ctx: CheckContext) -> ArtifactRow | None:
     """The end of the newest timeline's verified chain (via wal_runs, index only)."""
-    cat = ctx.catalog()
-    rows = cat.query(
-        "SELECT timeline, MAX(end_segno) AS segno FROM wal_runs GROUP BY timeline "
-        "ORDER BY timeline DESC LIMIT 1"
-    )
-    if not rows:
-        return None
-    found = cat.query(
-        "SELECT name, timeline, segno, created_at, verified_at, last_commit FROM artifacts "
-        "WHERE timeline=? AND segno=? AND kind='wal' AND state='verified'",
-        (rows[0]["timeline"], rows[0]["segno"]),
-    )
-    return found[0] if found else None
+    return queries.newest_verified_segment(ctx.catalog())
 
 
 def _rpo(ctx: CheckContext) -> CheckResult:
@@ -129,15 +119,15 @@ def _rpo(ctx: CheckContext) -> CheckResult:
             unit="s",
             action=action,
         )
-    age = ctx.age_s(newest["created_at"]) or 0.0
-    details: dict[str, Any] = {"newest_verified": newest["name"]}
+    age = ctx.age_s(newest.created_at) or 0.0
+    details: dict[str, Any] = {"newest_verified": newest.name}
     facts = ctx.pg_or_none()
     caught_up = False
     if facts is not None and facts.last_archived_wal:
         details["last_archived_wal"] = facts.last_archived_wal
         caught_up = (
             len(facts.last_archived_wal) == 24
-            and newest["name"] >= facts.last_archived_wal
+            and newest.name >= facts.last_archived_wal
             and not facts.pending_segments
         )
     if timeout <= 0 or caught_up or age <= limit_s:
@@ -151,7 +141,7 @@ def _rpo(ctx: CheckContext) -> CheckResult:
             "upload_lag",
             "wal",
             Status.OK,
-            f"newest verified WAL segment {newest['name']} arrived {fmt_seconds(age)} ago{why}",
+            f"newest verified WAL segment {newest.name} arrived {fmt_seconds(age)} ago{why}",
             value=round(age, 1),
             threshold=limit_s or None,
             unit="s",
@@ -161,7 +151,7 @@ def _rpo(ctx: CheckContext) -> CheckResult:
         "upload_lag",
         "wal",
         Status.CRITICAL,
-        f"newest verified WAL segment {newest['name']} arrived {fmt_seconds(age)} ago, more "
+        f"newest verified WAL segment {newest.name} arrived {fmt_seconds(age)} ago, more "
         f"than 2 x archive_timeout ({fmt_seconds(limit_s)}): recent commits exist only on "
         "this host",
         value=round(age, 1),

@@ -55,7 +55,9 @@ def list_cmd(
         cat, kind.value if kind else None, state_.value if state_ else None, limit
     )
     if json_out:
-        emit_json({"cluster": cat.cluster, "count": len(rows), "artifacts": rows})
+        emit_json(
+            {"cluster": cat.cluster, "count": len(rows), "artifacts": [r.to_json() for r in rows]}
+        )
         return
     table(
         None,
@@ -73,18 +75,18 @@ def list_cmd(
         ],
         [
             (
-                r["kind"],
-                r["name"],
-                r["state"],
-                r["timeline"],
-                r["start_lsn"],
-                _short_time(r["first_commit"]),
-                _short_time(r["last_commit"]),
-                human_bytes(r["size"]),
-                human_bytes(r["stored_size"]),
-                _short_time(r["verified_at"]),
+                r.kind,
+                r.name,
+                r.state,
+                r.timeline,
+                j["start_lsn"],
+                _short_time(r.first_commit),
+                _short_time(r.last_commit),
+                human_bytes(r.size),
+                human_bytes(r.stored_size),
+                _short_time(r.verified_at),
             )
-            for r in rows
+            for r, j in ((r, r.to_json()) for r in rows)
         ],
     )
     typer.echo(f"{len(rows)} artifact(s)")
@@ -173,18 +175,20 @@ def verify_cmd(
     cat = _catalog(ctx)
     rows = list_artifacts(cat, kind.value if kind else None)
     if name:
-        rows = [r for r in rows if r["name"] in set(name)]
-    rows = [r for r in rows if r["state"] != "ready" and all(f.get("key") for f in r["files"])]
+        rows = [r for r in rows if r.name in set(name)]
+    rows = [r for r in rows if r.state != "ready" and all(f.get("key") for f in r.files)]
     broker = open_broker(settings)
     for r in rows:
         broker.publish_event(
-            ArtifactEvent(
-                cluster=settings.cluster,
-                kind=r["kind"],
-                state="stored",
-                name=r["name"],
-                files=tuple(r["files"]),
-                meta=r["meta"],
+            ArtifactEvent.model_validate(
+                {
+                    "cluster": settings.cluster,
+                    "kind": r.kind,
+                    "state": "stored",
+                    "name": r.name,
+                    "files": tuple(r.files),
+                    "meta": r.meta,
+                }
             )
         )
     broker.close()

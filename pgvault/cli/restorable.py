@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from pgvault.cli.catalog import _catalog, _short_time
 from pgvault.cli.output import emit_json, human_bytes
 from pgvault.errors import UsageError
+
+if TYPE_CHECKING:
+    from pgvault.catalog.restorable import LogicalOption
 
 
 def _window_json(w: Any) -> dict[str, Any]:
@@ -25,18 +28,18 @@ def _window_json(w: Any) -> dict[str, Any]:
     }
 
 
-def _logical_json(rows: list[dict[str, Any]], target: str | None) -> list[dict[str, Any]]:
+def _logical_json(rows: list[LogicalOption], target: str | None) -> list[dict[str, Any]]:
     out = []
     for r in rows:
-        item = {
-            "db": r["db"],
-            "backup_id": r["backup_id"],
-            "finished_at": r["finished_at"],
-            "command": f"pgvault restore logical --db {r['db']} --target-db "
-            f"{r['db']}_restored --backup {r['backup_id']}",
+        item: dict[str, Any] = {
+            "db": r.db,
+            "backup_id": r.backup_id,
+            "finished_at": r.finished_at,
+            "command": f"pgvault restore logical --db {r.db} --target-db "
+            f"{r.db}_restored --backup {r.backup_id}",
         }
         if target:
-            item["data_loss_s"] = r.get("data_loss_s")
+            item["data_loss_s"] = r.data_loss_s
         out.append(item)
     return out
 

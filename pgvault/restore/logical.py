@@ -33,6 +33,7 @@ from typing import Any
 from pgvault import pg, pgtables, pgtoc
 from pgvault.catalog.backups import pick_logical
 from pgvault.catalog.db import CatalogDB
+from pgvault.catalog.rows import DumpRow
 from pgvault.config import Settings
 from pgvault.errors import (
     IntegrityError,
@@ -47,7 +48,7 @@ from pgvault.pgtools import find_tool, run_tool
 from pgvault.producers.pgdump import TABLES_FILE  # row counts, on their own when encrypted
 from pgvault.progress import byte_progress
 from pgvault.restore import dbops
-from pgvault.restore.fetch import fetch_file, files_of, free_bytes
+from pgvault.restore.fetch import fetch_file, free_bytes
 from pgvault.storage import ObjectStore
 from pgvault.storage.codec import load_identities
 
@@ -166,7 +167,7 @@ def resolve_tables(manifest: dict[str, Any], requested: tuple[str, ...]) -> list
 def fetch_dump(
     settings: Settings,
     store: ObjectStore,
-    row: dict[str, Any],
+    row: DumpRow,
     work: Path,
     *,
     prefer_spool: bool,
@@ -177,15 +178,15 @@ def fetch_dump(
         if settings.encryption.identity_file
         else []
     )
-    files = files_of(row)
+    files = row.file_infos()
     man_info = next((f for f in files if f.name == MANIFEST), None)
     tables_info = next((f for f in files if f.name == TABLES_FILE), None)
     dumps = [f for f in files if f.name not in (MANIFEST, TABLES_FILE)]
     if man_info is None or len(dumps) != 1:
-        raise IntegrityError(f"catalog entry logical/{row['name']} does not list a dump")
+        raise IntegrityError(f"catalog entry logical/{row.name} does not list a dump")
     common: dict[str, Any] = {
         "kind": "logical",
-        "name": row["name"],
+        "name": row.name,
         "identities": identities,
         "prefer_spool": prefer_spool,
     }
@@ -193,7 +194,7 @@ def fetch_dump(
     manifest = json.loads((work / MANIFEST).read_text())
     listed = {f["name"]: f["sha256"] for f in manifest.get("files", [])}
     if listed.get(dumps[0].name) != dumps[0].sha256:
-        raise IntegrityError(f"logical/{row['name']}: manifest and catalog disagree on the dump")
+        raise IntegrityError(f"logical/{row.name}: manifest and catalog disagree on the dump")
     if tables_info is not None:  # encrypted archives keep the row counts out of the manifest
         fetch_file(settings, store, tables_info, work / TABLES_FILE, **common)
         manifest["tables"] = json.loads((work / TABLES_FILE).read_text())["tables"]
@@ -220,13 +221,13 @@ def restore_logical(
     report = RestoreReport(
         db=req.db,
         target_db=req.target_db,
-        backup=row["name"],
-        backup_id=row["backup_id"],
-        dump_finished_at=row["finished_at"],
+        backup=row.name,
+        backup_id=row.backup_id or "",
+        dump_finished_at=row.finished_at or "",
         mode="tables" if req.tables else "database",
         jobs=1 if req.tables else req.jobs,
     )
-    alog = for_artifact(log, f"logical/{row['name']}")
+    alog = for_artifact(log, f"logical/{row.name}")
     started = time.monotonic()
     work = settings.spool_dir / "tmp" / f"restore-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True, mode=0o700)
@@ -237,7 +238,7 @@ def restore_logical(
             )
         except (IntegrityError, ObjectMissing) as exc:
             raise type(exc)(
-                f"refusing to restore logical/{row['name']}: {exc}; no database was touched"
+                f"refusing to restore logical/{row.name}: {exc}; no database was touched"
             ) from None
         report.timings["fetch_s"] = _since(started)
         alog.info("dump fetched from the %s and its sha256 checked", report.fetched_from)

@@ -118,7 +118,7 @@ class _Job:
 
     @property
     def backup_id(self) -> str:
-        return str(self.plan.backup["backup_id"])
+        return str(self.plan.backup.backup_id)
 
     def undo(self) -> None:
         """Nothing half-restored is left behind: the target (and every mapped tablespace
@@ -155,13 +155,13 @@ def restore_pitr(
     )
     in_backup = [
         Source(int(t["oid"]), str(t["location"]), str(t["name"]), in_backup=True)
-        for t in backup["meta"].get("tablespaces") or []
+        for t in backup.meta.get("tablespaces") or []
     ]
     mapped = plan_mapping(target_dir, sources_of(replay, in_backup), user_map)
-    staged = sum(int(f.get("size") or 0) for f in backup["files"])  # the fetched archives
+    staged = sum(int(f.get("size") or 0) for f in backup.files)  # the fetched archives
     created = not target_dir.exists()
     pitr_files.prepare_target(
-        target_dir, int(backup["meta"].get("data_size") or 0) + plan.wal_bytes + staged
+        target_dir, int(backup.meta.get("data_size") or 0) + plan.wal_bytes + staged
     )
     job = _Job(
         settings, catalog, store, plan, target_dir, created, replay, mapped, user_map,

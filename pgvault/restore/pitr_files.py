@@ -12,13 +12,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pgvault.catalog.rows import BackupRow
 from pgvault.catalog.tablespaces import ReplayTablespaces
 from pgvault.config import Settings
 from pgvault.errors import RestoreError
 from pgvault.log import for_artifact
 from pgvault.pgtools import find_tool, run_tool
 from pgvault.progress import byte_progress
-from pgvault.restore.fetch import fetch_file, files_of
+from pgvault.restore.fetch import fetch_file
 from pgvault.restore.safetar import extract_zst_tar
 from pgvault.restore.tablespaces import (
     DEFAULT_SUBDIR,
@@ -67,7 +68,7 @@ def empty(target_dir: Path, *, remove: bool) -> None:
 def materialize(
     settings: Settings,
     store: ObjectStore,
-    backup: dict[str, Any],
+    backup: BackupRow,
     staging: Path,
     target_dir: Path,
     *,
@@ -77,8 +78,8 @@ def materialize(
 ) -> dict[str, str]:
     """Fetch the base backup (sha256-checked), extract it (each tablespace into its
     mapped directory, linked from pg_tblspc), pg_verifybackup the tree."""
-    backup_id = str(backup["backup_id"])
-    files = {f.name: f for f in files_of(backup)}
+    backup_id = str(backup.backup_id)
+    files = {f.name: f for f in backup.file_infos()}
     total = sum(f.size for n, f in files.items() if n != "manifest.json")
     in_backup = [m for m in mapped if m.source.in_backup]
     fetched = {}

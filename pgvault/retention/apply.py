@@ -11,14 +11,15 @@ that fails stays `expiring`, is reported, and is retried by the next run.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB, now_iso
 from pgvault.catalog.leases import active
-from pgvault.catalog.wal import runs_add, runs_remove
+from pgvault.catalog.queries import SELECT_ALL
+from pgvault.catalog.rows import ArtifactRow, artifact_row
 from pgvault.errors import StoreError
 from pgvault.producers.spoolscan import locate
 from pgvault.retention.policy import RetentionPlan, segments_to_remove
@@ -35,47 +36,46 @@ class ApplyReport:
     bytes_freed: int = 0
 
 
-def victims(catalog: CatalogDB, retention: RetentionPlan) -> list[dict[str, Any]]:
+def _live(catalog: CatalogDB, kind: str, name: str) -> list[ArtifactRow]:
+    rows = catalog.query(
+        f"SELECT {SELECT_ALL} FROM artifacts "  # noqa: S608
+        "WHERE kind = ? AND name = ? AND deleted_at IS NULL",
+        (kind, name),
+    )
+    return [artifact_row(r) for r in rows]
+
+
+def victims(catalog: CatalogDB, retention: RetentionPlan) -> list[ArtifactRow]:
     rows = segments_to_remove(catalog, retention)
     for d in retention.removed():
-        rows += catalog.query(
-            "SELECT id, kind, name, state, timeline, segno, files FROM artifacts "
-            "WHERE kind = ? AND name = ? AND deleted_at IS NULL",
-            (d.kind, d.name),
-        )
+        rows += _live(catalog, d.kind, d.name)
     for kind, name in retention.resume:
-        rows += catalog.query(
-            "SELECT id, kind, name, state, timeline, segno, files FROM artifacts "
-            "WHERE kind = ? AND name = ? AND deleted_at IS NULL",
-            (kind, name),
-        )
-    seen: set[int] = set()
-    return [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]  # type: ignore[func-returns-value]
+        rows += _live(catalog, kind, name)
+    seen: set[int | None] = set()
+    return [r for r in rows if not (r.id in seen or seen.add(r.id))]  # type: ignore[func-returns-value]
 
 
-def _mark_expiring(catalog: CatalogDB, rows: list[dict[str, Any]]) -> None:
+def _mark_expiring(catalog: CatalogDB, rows: list[ArtifactRow]) -> None:
     now = now_iso()
     for start in range(0, len(rows), BATCH):
         with catalog.transaction() as conn:
             for r in rows[start : start + BATCH]:
-                conn.execute(
-                    "UPDATE artifacts SET expiring_at = COALESCE(expiring_at, ?) WHERE id = ?",
-                    (now, r["id"]),
-                )
-                if r["segno"] is not None and r["state"] == "verified":
-                    runs_remove(conn, int(r["timeline"]), int(r["segno"]))
+                transitions.mark_expiring(conn, _id(r), now)
 
 
-def _spare_leased(catalog: CatalogDB, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _id(row: ArtifactRow) -> int:
+    assert row.id is not None, row.subject
+    return row.id
+
+
+def _spare_leased(catalog: CatalogDB, batch: list[ArtifactRow]) -> list[ArtifactRow]:
     """A restore or drill that started after the plan was made: give back what it holds."""
     leases = active(catalog)
-    held = [r for r in batch if leases.covers(r["kind"], r["name"], r["timeline"], r["segno"])]
+    held = [r for r in batch if leases.covers(r.kind, r.name, r.timeline, r.segno)]
     if held:
         with catalog.transaction() as conn:
             for r in held:
-                conn.execute("UPDATE artifacts SET expiring_at = NULL WHERE id = ?", (r["id"],))
-                if r["segno"] is not None and r["state"] == "verified":
-                    runs_add(conn, int(r["timeline"]), int(r["segno"]))
+                transitions.clear_expiring(conn, _id(r))
         log.info("retention: %d item(s) spared, a restore or drill now holds them", len(held))
     return [r for r in batch if r not in held]
 
@@ -88,14 +88,10 @@ def apply(
     _mark_expiring(catalog, rows)
     for start in range(0, len(rows), BATCH):
         batch = _spare_leased(catalog, rows[start : start + BATCH])
-        keys = {
-            r["id"]: [f["key"] for f in json.loads(r["files"] or "[]") if f.get("key")]
-            for r in batch
-        }
         try:
-            store.delete_many([k for ks in keys.values() for k in ks])
+            store.delete_many([k for r in batch for k in r.store_keys()])
         except StoreError as exc:
-            report.failed += [f"{r['kind']}/{r['name']}" for r in batch]
+            report.failed += [r.subject for r in batch]
             log.error(
                 "retention: store deletion failed (%s); %d item(s) stay expiring and "
                 "are retried next run",
@@ -106,12 +102,10 @@ def apply(
         now = now_iso()
         with catalog.transaction() as conn:
             for r in batch:
-                art = locate(spool_dir, r["kind"], r["name"])
+                art = locate(spool_dir, r.kind, r.name)
                 if art is not None:
                     art.discard()
-                conn.execute("UPDATE artifacts SET deleted_at = ? WHERE id = ?", (now, r["id"]))
-                report.deleted[r["kind"]] = report.deleted.get(r["kind"], 0) + 1
-        report.bytes_freed += sum(
-            int(f.get("stored_size") or 0) for r in batch for f in json.loads(r["files"] or "[]")
-        )
+                transitions.mark_deleted(conn, _id(r), now)
+                report.deleted[r.kind] = report.deleted.get(r.kind, 0) + 1
+        report.bytes_freed += sum(int(f.get("stored_size") or 0) for r in batch for f in r.files)
     return report

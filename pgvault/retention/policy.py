@@ -16,7 +16,6 @@ Rules ([retention], defaults from the seed):
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +23,8 @@ from typing import Any
 
 from pgvault.catalog.db import CatalogDB, iso
 from pgvault.catalog.leases import LeaseSet, active
+from pgvault.catalog.queries import SELECT_ALL
+from pgvault.catalog.rows import ArtifactRow, BackupRow, artifact_row, backup_row
 from pgvault.config import RetentionSettings
 from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name, segment_name
 
@@ -69,22 +70,25 @@ class RetentionPlan:
         return [d for d in self.decisions if d.remove and (kind is None or d.kind == kind)]
 
 
-def _rows(catalog: CatalogDB, kind: str) -> list[dict[str, Any]]:
+def _query(catalog: CatalogDB, kind: str) -> list[dict[str, Any]]:
     return catalog.query(
-        "SELECT id, kind, name, state, db, backup_id, finished_at, timeline, start_lsn, end_lsn, "
-        "segno, wal_type, meta FROM artifacts WHERE kind = ? AND deleted_at IS NULL "
+        f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = ? AND deleted_at IS NULL "  # noqa: S608
         "AND expiring_at IS NULL ORDER BY finished_at DESC",
         (kind,),
     )
 
 
-def _decide(row: dict[str, Any], keep: list[str], leases: LeaseSet, old_reason: str) -> Decision:
+def _rows(catalog: CatalogDB, kind: str) -> list[ArtifactRow]:
+    return [artifact_row(r) for r in _query(catalog, kind)]
+
+
+def _decide(row: ArtifactRow, keep: list[str], leases: LeaseSet, old_reason: str) -> Decision:
     reasons = list(keep)
-    if row["state"] in PENDING:
-        reasons.append(f"not verified yet ({row['state']})")
-    if leases.covers(row["kind"], row["name"]):
+    if row.state in PENDING:
+        reasons.append(f"not verified yet ({row.state})")
+    if leases.covers(row.kind, row.name):
         reasons.append("in use by a running restore or drill")
-    return Decision(row["kind"], row["name"], not reasons, reasons or [old_reason])
+    return Decision(row.kind, row.name, not reasons, reasons or [old_reason])
 
 
 def _logical(
@@ -95,62 +99,65 @@ def _logical(
     out = []
     for row in _rows(catalog, "logical"):
         keep = []
-        if row["state"] == "verified" and row["db"] not in newest:
-            newest[row["db"]] = row["name"]
-            keep.append(f"newest verified dump of {row['db']}")
-        if (row["finished_at"] or "") >= cut:
+        db = str(row.db)
+        if row.state == "verified" and db not in newest:
+            newest[db] = row.name
+            keep.append(f"newest verified dump of {db}")
+        if (row.finished_at or "") >= cut:
             keep.append(f"within {cfg.logical_days} days")
         out.append(_decide(row, keep, leases, f"older than {cfg.logical_days} days"))
     return out
 
 
-def _seg(row: dict[str, Any], lsn_col: str) -> int:
-    """Segment holding a backup's start LSN, or the last byte before its end LSN."""
-    seg = int(json.loads(row["meta"] or "{}").get("seg_size") or DEFAULT_SEG_SIZE)
-    lsn = int(row[lsn_col] or 0)
-    return (max(lsn, 1) - 1) // seg if lsn_col == "end_lsn" else lsn // seg
+def _start_seg(row: BackupRow) -> int:
+    """Segment holding a backup's start LSN."""
+    return int(row.start_lsn or 0) // row.wal_seg_size
+
+
+def _stop_seg(row: BackupRow) -> int:
+    """Segment holding the last byte before a backup's end LSN."""
+    return (max(int(row.end_lsn or 0), 1) - 1) // row.wal_seg_size
 
 
 def _physical(
     catalog: CatalogDB, cfg: RetentionSettings, now: datetime, leases: LeaseSet, plan: RetentionPlan
-) -> tuple[list[Decision], list[dict[str, Any]]]:
+) -> tuple[list[Decision], list[BackupRow], BackupRow | None]:
+    """Decisions on base backups; the verified ones kept; the anchor of the WAL window."""
     cut = iso(now - timedelta(weeks=cfg.physical_weeks))
     wal_cut = iso(now - timedelta(days=cfg.wal_days))
-    rows = _rows(catalog, "physical")
-    verified = [r for r in rows if r["state"] == "verified"]
-    anchor = next((r for r in verified if (r["finished_at"] or "") <= wal_cut), None)
-    out, kept = [], []
+    rows = [backup_row(r) for r in _query(catalog, "physical")]
+    verified = [r for r in rows if r.state == "verified"]
+    anchor = next((r for r in verified if (r.finished_at or "") <= wal_cut), None)
+    out: list[Decision] = []
+    kept: list[BackupRow] = []
     for row in rows:
         keep = []
         if verified and row is verified[0]:
             keep.append("newest verified base backup")
-        if (row["finished_at"] or "") >= cut:
+        if (row.finished_at or "") >= cut:
             keep.append(f"within {cfg.physical_weeks} weeks")
         if anchor is not None and row is anchor:
             keep.append(f"start of the {cfg.wal_days}-day point-in-time window")
         decision = _decide(row, keep, leases, f"older than {cfg.physical_weeks} weeks")
         out.append(decision)
-        if not decision.remove and row["state"] == "verified":
+        if not decision.remove and row.state == "verified":
             kept.append(row)
     if anchor is None and kept:
         anchor = kept[-1]  # all backups are newer than the window: it starts at the oldest
-    plan.anchor = anchor["name"] if anchor else None
-    if anchor is not None:
-        kept = [dict(r, anchor=r is anchor or r["name"] == anchor["name"]) for r in kept]
-    return out, kept
+    plan.anchor = anchor.name if anchor else None
+    return out, kept, anchor
 
 
 def _wal_ranges(
-    catalog: CatalogDB, kept: list[dict[str, Any]], leases: LeaseSet
+    catalog: CatalogDB, kept: list[BackupRow], anchor: BackupRow | None, leases: LeaseSet
 ) -> tuple[list[WalRange], int | None]:
     """Keep/remove ranges of WAL segments per timeline. Returns (ranges, anchor segno)."""
-    anchor = next((r for r in kept if r.get("anchor")), None)
     bounds = catalog.query(
         "SELECT timeline, MIN(segno) AS lo, MAX(segno) AS hi FROM artifacts WHERE kind = 'wal' "
         "AND segno IS NOT NULL AND deleted_at IS NULL AND expiring_at IS NULL GROUP BY timeline"
     )
     ranges: list[WalRange] = []
-    floor = _seg(anchor, "start_lsn") if anchor else None
+    floor = _start_seg(anchor) if anchor else None
     for b in bounds:
         tli, lo, hi = int(b["timeline"]), int(b["lo"]), int(b["hi"])
         if floor is None:
@@ -160,9 +167,9 @@ def _wal_ranges(
         if hi >= floor:
             keep.append((max(lo, floor), hi, "point-in-time window"))
         for r in kept:
-            if int(r["timeline"] or 1) == tli and not r.get("anchor"):
-                a, z = _seg(r, "start_lsn"), _seg(r, "end_lsn")
-                keep.append((a, z, f"consistency of base backup {r['name']}"))
+            if int(r.timeline or 1) == tli and (anchor is None or r.name != anchor.name):
+                a, z = _start_seg(r), _stop_seg(r)
+                keep.append((a, z, f"consistency of base backup {r.name}"))
         keep += [
             (a, z, "in use by a running restore or drill") for t, a, z in leases.wal if t == tli
         ]
@@ -196,15 +203,15 @@ def _complement(tli: int, lo: int, hi: int, keep: list[tuple[int, int, str]]) ->
 def _odd_wal_and_history(
     catalog: CatalogDB,
     ranges: list[WalRange],
-    kept: list[dict[str, Any]],
+    kept: list[BackupRow],
     floor: int | None,
     leases: LeaseSet,
 ) -> list[Decision]:
     kept_tlis = {r.timeline for r in ranges if not r.remove}
-    kept_tlis |= {int(r["timeline"] or 1) for r in kept}
+    kept_tlis |= {int(r.timeline or 1) for r in kept}
     out = []
     for row in _rows(catalog, "history"):
-        tli = parse_name(row["name"]).timeline
+        tli = parse_name(row.name).timeline
         keep = (
             ["a retained segment or backup is on or after its timeline"]
             if any(t >= tli for t in kept_tlis)
@@ -212,20 +219,18 @@ def _odd_wal_and_history(
         )
         out.append(_decide(row, keep, leases, "no retained WAL on or after its timeline"))
     odd = catalog.query(
-        "SELECT id, kind, name, state, timeline, segno, wal_type FROM artifacts WHERE kind = 'wal' "
+        f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = 'wal' "  # noqa: S608
         "AND segno IS NULL AND deleted_at IS NULL AND expiring_at IS NULL"
     )
-    for row in odd:
-        wal = parse_name(row["name"])
+    for row in map(artifact_row, odd):
+        wal = parse_name(row.name)
         segno = wal.segno()
         keep = []
         if floor is None or segno >= floor:
             keep.append("point-in-time window")
         for r in kept:
-            if int(r["timeline"] or 1) == wal.timeline and _seg(r, "start_lsn") <= segno <= _seg(
-                r, "end_lsn"
-            ):
-                keep.append(f"belongs to base backup {r['name']}")
+            if int(r.timeline or 1) == wal.timeline and _start_seg(r) <= segno <= _stop_seg(r):
+                keep.append(f"belongs to base backup {r.name}")
         out.append(_decide(row, keep, leases, "before the point-in-time window"))
     return out
 
@@ -234,9 +239,9 @@ def plan(catalog: CatalogDB, cfg: RetentionSettings, now: datetime) -> Retention
     leases = active(catalog, now)
     result = RetentionPlan(now=iso(now))
     result.decisions += _logical(catalog, cfg, now, leases)
-    physical, kept = _physical(catalog, cfg, now, leases, result)
+    physical, kept, anchor = _physical(catalog, cfg, now, leases, result)
     result.decisions += physical
-    result.wal, floor = _wal_ranges(catalog, kept, leases)
+    result.wal, floor = _wal_ranges(catalog, kept, anchor, leases)
     result.decisions += _odd_wal_and_history(catalog, result.wal, kept, floor, leases)
     result.resume = [
         (r["kind"], r["name"])
@@ -247,17 +252,21 @@ def plan(catalog: CatalogDB, cfg: RetentionSettings, now: datetime) -> Retention
     return result
 
 
-def segments_to_remove(catalog: CatalogDB, retention: RetentionPlan) -> list[dict[str, Any]]:
+def segments_to_remove(catalog: CatalogDB, retention: RetentionPlan) -> list[ArtifactRow]:
     """The verified/damaged segment rows inside the remove ranges (pending ones stay)."""
-    rows: list[dict[str, Any]] = []
+    rows: list[ArtifactRow] = []
     for r in retention.wal:
         if not r.remove:
             continue
-        rows += catalog.query(
-            "SELECT id, kind, name, state, timeline, segno, files FROM artifacts "
-            "WHERE kind = 'wal' AND segno IS NOT NULL AND timeline = ? AND segno BETWEEN ? AND ? "
-            "AND deleted_at IS NULL AND expiring_at IS NULL AND state NOT IN ('ready', 'stored')",
-            (r.timeline, r.first, r.last),
+        rows += map(
+            artifact_row,
+            catalog.query(
+                f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = 'wal' "  # noqa: S608
+                "AND segno IS NOT NULL AND timeline = ? AND segno BETWEEN ? AND ? "
+                "AND deleted_at IS NULL AND expiring_at IS NULL "
+                "AND state NOT IN ('ready', 'stored')",
+                (r.timeline, r.first, r.last),
+            ),
         )
     return rows
 

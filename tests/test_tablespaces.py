@@ -64,6 +64,9 @@ def tablespace_after_backup(env: PgvaultEnv) -> tuple[Any, Path, str, list[Any],
     pg.wait_archived(pg.switch_wal())
     env.drain()
     oid = int(pg.one("SELECT oid FROM pg_tablespace WHERE spcname = 'prod_ts'"))
+    # production stops writing (autovacuum, hint bits, checkpoints) before its tablespace
+    # is checksummed: from here on, any change there can only come from a restored copy
+    pg.stop()
     return pg, location, target, expected, oid
 
 
@@ -99,6 +102,7 @@ def test_pitr_maps_a_tablespace_created_after_the_backup_into_the_target(
     finally:
         stop_server(target_dir)
     assert tree_digest(location) == before, "the restored copy wrote into production's tablespace"
+    pg.start()
     assert [tuple(r) for r in pg.sql("SELECT id, note FROM cold ORDER BY id")] == expected
     mapped = target_dir / "pg_tblspc_data" / str(oid)
     link = target_dir / "pg_tblspc" / str(oid)
@@ -186,6 +190,7 @@ def test_tablespace_map_and_refusals_before_anything_is_fetched(make_env: EnvFac
     assert os.path.realpath(target_dir / "pg_tblspc" / str(oid)) == str(elsewhere.resolve())
     assert any(elsewhere.rglob("*"))
     assert tree_digest(location) == before
+    pg.start()
     assert [tuple(r) for r in pg.sql("SELECT id, note FROM cold ORDER BY id")] == expected
 
 
@@ -275,6 +280,7 @@ def test_backup_with_two_tablespaces_restores_exactly_with_and_without_a_map(
     assert row["state"] == "verified"
     stored = {f["name"] for f in json.loads(row["files"])}
     assert {f"{oids[n]}.tar.zst" for n in spaces} <= stored, stored
+    pg.stop()  # from here on, only a restored copy could change the source tablespaces
     before = {n: tree_digest(loc) for n, loc in spaces.items()}
     # the VM is gone: the catalog rebuilt from the store alone knows the tablespaces too
     env.cli("producer", "--once")  # exports the verification receipts

@@ -29,6 +29,8 @@ class UsageError(PgvaultError):
 class ConfigError(UsageError):
     """The config file or environment is unusable; the message names the key."""
 
+    transient = False
+
 
 class ArchiveError(PgvaultError):
     """wal-archive could not put a file durably into the spool."""
@@ -78,6 +80,11 @@ class IntegrityError(PgvaultError):
     """Bytes do not match their recorded sha256 (corruption or tampering)."""
 
 
+class Superseded(PgvaultError):
+    """A stored-event describes an upload that a newer upload of the same content
+    replaced: not damage, that newer upload's own event verifies the object."""
+
+
 class EncryptionError(PgvaultError):
     """Missing or wrong age identity, bad recipient, undecryptable object."""
 
@@ -86,6 +93,22 @@ class CatalogError(PgvaultError):
     """The SQLite catalog cannot be opened, migrated or written."""
 
     transient = True
+
+
+class CatalogClusterMismatch(ConfigError, CatalogError):
+    """The catalog file belongs to another cluster: a configuration mistake that no
+    retry can fix (permanent, exit 2)."""
+
+    transient = False
+
+
+class StateError(CatalogError):
+    """The alert state file cannot be opened or written (transient: retried)."""
+
+
+class ManifestError(PgvaultError):
+    """A backup's manifest.json is unreadable, invalid or of an unknown version: the
+    backup is not trusted (never catalogued from it, never restored from it)."""
 
 
 class PostgresError(PgvaultError):
@@ -102,6 +125,12 @@ class RestoreError(PgvaultError):
 
 class NotRestorable(RestoreError):
     """The catalog cannot prove the requested target is restorable."""
+
+
+class ChannelError(PgvaultError):
+    """An alert channel (e-mail, Discord) could not deliver; worth retrying later."""
+
+    transient = True
 
 
 class RetryLater(PgvaultError):

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from pgvault import __version__
-from pgvault.alerts.channels import ChannelError, redact
+from pgvault.alerts.channels import redact
+from pgvault.errors import ChannelError
 from pgvault.alerts.message import Notification
 
 COLORS = {

@@ -12,7 +12,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from pgvault.alerts.channels import ChannelError, redact
+from pgvault.alerts.channels import redact
+from pgvault.errors import ChannelError
 from pgvault.alerts.message import Notification
 from pgvault.config import AlertSettings
 

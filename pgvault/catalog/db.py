@@ -299,7 +299,7 @@ class CatalogDB:
                 (self.cluster,),
             )
         elif row[0] != self.cluster:
-            raise CatalogError(
+            raise CatalogClusterMismatch(
                 f"catalog {self.path} belongs to cluster {row[0]!r}, not {self.cluster!r}"
             )
 

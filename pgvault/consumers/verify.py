@@ -18,7 +18,7 @@ from typing import Any
 
 from pgvault.broker.base import Broker
 from pgvault.config import Settings
-from pgvault.errors import IntegrityError, ObjectMissing, PgvaultError
+from pgvault.errors import IntegrityError, ObjectMissing, PgvaultError, Superseded
 from pgvault.log import for_artifact
 from pgvault.producers.spoolscan import locate
 from pgvault.schemas import AlertEvent, ArtifactEvent, FileInfo
@@ -26,10 +26,6 @@ from pgvault.storage import ObjectStore, objmeta
 from pgvault.storage.codec import CHUNK, Digest, Encoding, HashingReader, decode_stream
 
 log = logging.getLogger(__name__)
-
-
-class Superseded(PgvaultError):
-    """The event describes an upload that a newer one of the same content replaced."""
 
 
 def read_back(

@@ -19,8 +19,8 @@ from pgvault.alerts.message import from_event
 from pgvault.alerts.state import AlertState, Policy
 from pgvault.broker.topology import ERROR_HEADER
 from pgvault.config import AlertSettings
-from pgvault.errors import ChannelError
 from pgvault.consumers.alert import AlertStage
+from pgvault.errors import ChannelError
 from pgvault.schemas import AlertEvent
 from tests.alertfakes import (
     WEBHOOK_TOKEN,

@@ -20,8 +20,8 @@ from pgvault.producers.pgdump import check_db_name, compression, tool_version
 from pgvault.restore.dbops import dbname_arg, first_error
 from pgvault.restore.drill_logical import scratch_name
 from pgvault.restore.logical import RestoreRequest, compare, resolve_tables
-from pgvault.schemas.manifest import TablesFile
 from pgvault.schemas import ArtifactEvent, FileInfo
+from pgvault.schemas.manifest import TablesFile
 
 # `pg_restore --list --verbose` of tests/logical_data.py's schema (PostgreSQL 15), abridged
 LISTING = """;

@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from pgvault import __version__
 from pgvault.alerts.channels import redact
-from pgvault.errors import ChannelError
 from pgvault.alerts.message import Notification
+from pgvault.errors import ChannelError
 
 COLORS = {
     "critical": 0xD32F2F,

@@ -13,9 +13,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from pgvault.alerts.channels import redact
-from pgvault.errors import ChannelError
 from pgvault.alerts.message import Notification
 from pgvault.config import AlertSettings
+from pgvault.errors import ChannelError
 
 log = logging.getLogger(__name__)
 

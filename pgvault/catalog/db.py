@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from pgvault.errors import CatalogError
+from pgvault.errors import CatalogClusterMismatch, CatalogError
 
 Migration = Callable[[sqlite_utils.Database], None]
 

@@ -171,7 +171,9 @@ def _describe(
             return None
         manifest = parse_manifest(store.get_bytes(manifest_info.key), f"{kind}/{name}")
         if manifest.kind != kind:
-            raise ManifestError(f"{kind}/{name}: its manifest.json describes a {manifest.kind} backup")
+            raise ManifestError(
+                f"{kind}/{name}: its manifest.json describes a {manifest.kind} backup"
+            )
         files = []
         for entry in manifest.files:
             obj = objs.get(entry.name)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pgvault.broker.base import Broker
 from pgvault.config import Settings
-from pgvault.errors import IntegrityError, ObjectMissing, PgvaultError, Superseded
+from pgvault.errors import IntegrityError, ObjectMissing, Superseded
 from pgvault.log import for_artifact
 from pgvault.producers.spoolscan import locate
 from pgvault.schemas import AlertEvent, ArtifactEvent, FileInfo

@@ -252,7 +252,9 @@ class LogicalBackup:
         self._check_dump(tools["pg_restore"], dump, counts)
         spool.fsync_tree(work)
         digest = sha256_file(dump)
-        tables = [TableCount(schema=t.schema, name=t.name, rows=n) for t, n in sorted(counts.items())]
+        tables = [
+            TableCount(schema_name=t.schema, name=t.name, rows=n) for t, n in sorted(counts.items())
+        ]
         files = [ManifestFile(name=dump.name, size=digest.size, sha256=digest.sha256)]
         tables_file: str | None = None
         if self.settings.encryption.recipients:

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -49,8 +48,8 @@ from pgvault.pgtools import find_tool, run_tool
 from pgvault.producers.pgdump import TABLES_FILE  # row counts, on their own when encrypted
 from pgvault.progress import byte_progress
 from pgvault.restore import dbops
-from pgvault.schemas.manifest import MANIFEST_NAME, LogicalManifest, TableCount, parse_logical
 from pgvault.restore.fetch import fetch_file, files_of, free_bytes
+from pgvault.schemas.manifest import MANIFEST_NAME, LogicalManifest, TableCount, parse_logical
 from pgvault.storage import ObjectStore
 from pgvault.storage.codec import load_identities
 

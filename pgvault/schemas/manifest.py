@@ -146,7 +146,9 @@ class LogicalManifest(_Manifest):
         try:
             tables = TablesFile.model_validate_json(raw).tables
         except ValidationError as exc:
-            raise ManifestError(f"{where}: invalid {self.tables_file}: {_first_error(exc)}") from None
+            raise ManifestError(
+                f"{where}: invalid {self.tables_file}: {_first_error(exc)}"
+            ) from None
         return self.model_copy(update={"tables": tables})
 
     @property
@@ -209,12 +211,17 @@ def _version_problem(data: dict[str, Any]) -> str | None:
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
+    loc = list(err["loc"])
+    if loc and loc[0] in ("logical", "physical"):
+        loc = loc[1:]  # the union's tag: the kind is in the message's `where` already
+    where = ".".join(str(p) for p in loc)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {err['msg']}{more}" if where else f"{err['msg']}{more}"
 
 
-def parse_manifest(raw: bytes | str | dict[str, Any], where: str) -> LogicalManifest | PhysicalManifest:
+def parse_manifest(
+    raw: bytes | str | dict[str, Any], where: str
+) -> LogicalManifest | PhysicalManifest:
     """Validate a manifest.json (version 2, or version 1 upgraded); `where` names it in
     the error (e.g. "physical/20240101T000000Z"). Raises ManifestError."""
     if isinstance(raw, dict):

@@ -16,6 +16,7 @@ from pgvault.schemas.manifest import (
     ManifestFile,
     PhysicalManifest,
     TableCount,
+    parse_artifact_manifest,
     parse_logical,
     parse_manifest,
     parse_physical,
@@ -298,3 +299,13 @@ def test_invalid_fields_are_named() -> None:
         parse_manifest(json.dumps(data), "logical/shop/1")
     with pytest.raises(ManifestError, match="expected a physical manifest, found logical"):
         parse_physical(V1_LOGICAL, "physical/1")
+
+
+def test_a_manifest_must_describe_the_artifact_it_sits_in() -> None:
+    m = parse_artifact_manifest(V1_LOGICAL, "logical", "shop/20240501T020000Z")
+    assert m.artifact_name == "shop/20240501T020000Z"
+    assert parse_artifact_manifest(V1_PHYSICAL, "physical", "20240501T030000Z").kind == "physical"
+    with pytest.raises(ManifestError, match=r"describes logical/shop/20240501T020000Z$"):
+        parse_artifact_manifest(V1_LOGICAL, "logical", "shop/20240502T020000Z")
+    with pytest.raises(ManifestError, match="^physical/20240501T030000Z: .*describes logical"):
+        parse_artifact_manifest(V1_LOGICAL, "physical", "20240501T030000Z")

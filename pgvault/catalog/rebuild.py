@@ -31,7 +31,7 @@ from pgvault.schemas.manifest import (
     MANIFEST_NAME,
     LogicalManifest,
     PhysicalManifest,
-    parse_manifest,
+    parse_artifact_manifest,
 )
 from pgvault.storage import ObjectInfo, ObjectStore, objmeta
 from pgvault.storage.layout import Layout
@@ -169,11 +169,7 @@ def _describe(
         manifest_info = objs.get(MANIFEST_NAME)
         if manifest_info is None:
             return None
-        manifest = parse_manifest(store.get_bytes(manifest_info.key), f"{kind}/{name}")
-        if manifest.kind != kind:
-            raise ManifestError(
-                f"{kind}/{name}: its manifest.json describes a {manifest.kind} backup"
-            )
+        manifest = parse_artifact_manifest(store.get_bytes(manifest_info.key), kind, name)
         files = []
         for entry in manifest.files:
             obj = objs.get(entry.name)
@@ -354,6 +350,9 @@ def rebuild(
             return _describe(store, kind, name, objs)
         except ManifestError as exc:  # unreadable, invalid or of an unknown version
             log.warning("%s; reported as incomplete", exc)
+            return None
+        except (ValueError, KeyError, TypeError) as exc:  # unusable object metadata
+            log.warning("%s/%s: cannot describe it (%s); reported as incomplete", kind, name, exc)
             return None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

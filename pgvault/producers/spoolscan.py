@@ -22,7 +22,7 @@ from pgvault.schemas.manifest import (
     MANIFEST_NAME,
     LogicalManifest,
     PhysicalManifest,
-    parse_manifest,
+    parse_artifact_manifest,
 )
 from pgvault.storage.codec import sha256_file
 from pgvault.walfile import parse_name
@@ -92,14 +92,16 @@ def _wal_artifact(path: Path) -> SpoolArtifact | None:
     )
 
 
-def read_manifest(directory: Path, where: str) -> LogicalManifest | PhysicalManifest | None:
-    """The validated manifest.json of a backup directory; None while it has none (not
-    finished). Raises ManifestError for an invalid one."""
+def read_manifest(
+    directory: Path, kind: str, name: str
+) -> LogicalManifest | PhysicalManifest | None:
+    """The validated manifest.json of backup `kind/name`; None while it has none (not
+    finished). Raises ManifestError for an invalid one, or one of another backup."""
     try:
         raw = (directory / MANIFEST).read_bytes()
     except OSError:
         return None
-    return parse_manifest(raw, where)
+    return parse_artifact_manifest(raw, kind, name)
 
 
 def _backup_artifact(kind: str, name: str, directory: Path) -> SpoolArtifact | None:
@@ -114,11 +116,9 @@ def _backup_artifact(kind: str, name: str, directory: Path) -> SpoolArtifact | N
 
 
 def _describe_backup(kind: str, name: str, directory: Path) -> SpoolArtifact | None:
-    manifest = read_manifest(directory, f"{kind}/{name}")
+    manifest = read_manifest(directory, kind, name)
     if manifest is None:
         return None
-    if manifest.kind != kind:
-        raise ManifestError(f"{kind}/{name}: its manifest.json describes a {manifest.kind} backup")
     files = [FileInfo(name=f.name, size=f.size, sha256=f.sha256) for f in manifest.files]
     digest = sha256_file(directory / MANIFEST)
     files.append(FileInfo(name=MANIFEST, size=digest.size, sha256=digest.sha256))

@@ -152,6 +152,11 @@ class LogicalManifest(_Manifest):
         return self.model_copy(update={"tables": tables})
 
     @property
+    def artifact_name(self) -> str:
+        """The artifact it commits: `<db>/<backup_id>`."""
+        return f"{self.db}/{self.backup_id}"
+
+    @property
     def dump_name(self) -> str:
         """The dump's file name (`<db>.dump`): the one file that is not the tables file."""
         return next(f.name for f in self.files if f.name != self.tables_file)
@@ -176,6 +181,11 @@ class PhysicalManifest(_Manifest):
     data_size: int = Field(ge=0)
     size: int = Field(ge=0)
     verification: BaseBackupCheck
+
+    @property
+    def artifact_name(self) -> str:
+        """The artifact it commits: `<backup_id>`."""
+        return self.backup_id
 
 
 Manifest = Annotated[LogicalManifest | PhysicalManifest, Field(discriminator="kind")]
@@ -243,6 +253,20 @@ def parse_manifest(
         raise ManifestError(f"{where}: invalid manifest.json: {_first_error(exc)}") from None
 
 
+def parse_artifact_manifest(
+    raw: bytes | str, kind: str, name: str
+) -> LogicalManifest | PhysicalManifest:
+    """The manifest.json found at artifact `kind/name` (a spool directory, a store
+    prefix): valid, and describing that very artifact. Raises ManifestError."""
+    where = f"{kind}/{name}"
+    manifest = parse_manifest(raw, where)
+    if (manifest.kind, manifest.artifact_name) != (kind, name):
+        raise ManifestError(
+            f"{where}: its manifest.json describes {manifest.kind}/{manifest.artifact_name}"
+        )
+    return manifest
+
+
 def parse_logical(raw: bytes | str | dict[str, Any], where: str) -> LogicalManifest:
     manifest = parse_manifest(raw, where)
     if not isinstance(manifest, LogicalManifest):
@@ -270,6 +294,7 @@ __all__ = [
     "PhysicalManifest",
     "TableCount",
     "TablesFile",
+    "parse_artifact_manifest",
     "parse_logical",
     "parse_manifest",
     "parse_physical",

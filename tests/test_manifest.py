@@ -307,5 +307,5 @@ def test_a_manifest_must_describe_the_artifact_it_sits_in() -> None:
     assert parse_artifact_manifest(V1_PHYSICAL, "physical", "20240501T030000Z").kind == "physical"
     with pytest.raises(ManifestError, match=r"describes logical/shop/20240501T020000Z$"):
         parse_artifact_manifest(V1_LOGICAL, "logical", "shop/20240502T020000Z")
-    with pytest.raises(ManifestError, match="^physical/20240501T030000Z: .*describes logical"):
+    with pytest.raises(ManifestError, match=r"^physical/20240501T030000Z: .*describes logical"):
         parse_artifact_manifest(V1_LOGICAL, "physical", "20240501T030000Z")

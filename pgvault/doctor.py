@@ -15,9 +15,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from pgvault.checks.base import CheckResult, Status
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
 
@@ -32,29 +32,52 @@ TOOLS = (
 )
 
 
-@dataclass
-class Finding:
-    name: str
-    status: str  # ok | warn | fail
-    message: str
-    fix: str = ""
+SUBJECT = "doctor"
+# doctor's words for the statuses: a warning does not fail it, anything worse does
+LABELS = {Status.OK: "ok", Status.WARNING: "warn", Status.CRITICAL: "fail", Status.UNKNOWN: "fail"}
+
+
+def label(finding: CheckResult) -> str:
+    """ok | warn | fail, as doctor prints it."""
+    return LABELS[finding.status]
+
+
+def failed(findings: list[CheckResult]) -> bool:
+    """Doctor exits 1 when anything failed (warnings do not count)."""
+    return any(label(f) == "fail" for f in findings)
+
+
+def as_json(finding: CheckResult) -> dict[str, str]:
+    return {
+        "name": finding.name,
+        "status": label(finding),
+        "message": finding.message,
+        "fix": finding.action or "",
+    }
+
+
+def line(finding: CheckResult) -> str:
+    """One line of doctor's output: status, name, message and, unless ok, the fix."""
+    status = label(finding)
+    fix = f"  -> {finding.action}" if finding.action and status != "ok" else ""
+    return f"{status:4s} {finding.name:15s} {finding.message}{fix}"
 
 
 class Doctor:
     def __init__(self, settings: Settings, *, switch_wal: bool = True) -> None:
         self.settings = settings
         self.switch_wal = switch_wal
-        self.findings: list[Finding] = []
+        self.findings: list[CheckResult] = []
         self.server_major: int | None = None
 
-    def _add(self, name: str, status: str, message: str, fix: str = "") -> None:
-        self.findings.append(Finding(name, status, message, fix))
+    def _add(self, name: str, status: Status, message: str, fix: str = "") -> None:
+        self.findings.append(CheckResult(name, SUBJECT, status, message, action=fix or None))
 
     def _run(self, name: str, fn: Callable[[], None]) -> None:
         try:
             fn()
         except PgvaultError as exc:
-            self._add(name, "fail", str(exc), _FIXES.get(name, ""))
+            self._add(name, Status.CRITICAL, str(exc), _FIXES.get(name, ""))
 
     # -- PostgreSQL ------------------------------------------------------------------
     def postgres(self) -> None:
@@ -72,15 +95,15 @@ class Doctor:
         self.server_major = int(row["v"]) // 10000
         self._add(
             "postgres",
-            "ok",
+            Status.OK,
             f"reachable as {pgs.user}@{pgs.host}:{pgs.port} (PostgreSQL {self.server_major})",
         )
         if row["repl"]:
-            self._add("replication", "ok", f"role {pgs.user} may take base backups")
+            self._add("replication", Status.OK, f"role {pgs.user} may take base backups")
         else:
             self._add(
                 "replication",
-                "fail",
+                Status.CRITICAL,
                 f"role {pgs.user} lacks REPLICATION",
                 f"ALTER ROLE {pgs.user} REPLICATION;",
             )
@@ -92,21 +115,21 @@ class Doctor:
         if facts.wal_level not in ("replica", "logical"):
             self._add(
                 "wal_level",
-                "fail",
+                Status.CRITICAL,
                 f"wal_level = {facts.wal_level}",
                 "set wal_level = replica (deploy/postgresql/pgvault.conf) and restart",
             )
         else:
-            self._add("wal_level", "ok", f"wal_level = {facts.wal_level}")
+            self._add("wal_level", Status.OK, f"wal_level = {facts.wal_level}")
         if facts.archive_mode not in ("on", "always"):
             self._add(
                 "archive_mode",
-                "fail",
+                Status.CRITICAL,
                 f"archive_mode = {facts.archive_mode}",
                 "set archive_mode = on (deploy/postgresql/pgvault.conf) and restart PostgreSQL",
             )
             return
-        self._add("archive_mode", "ok", f"archive_mode = {facts.archive_mode}")
+        self._add("archive_mode", Status.OK, f"archive_mode = {facts.archive_mode}")
         if self.switch_wal:
             self._archive_roundtrip()
 
@@ -118,7 +141,7 @@ class Doctor:
             if "wal-archive" not in str(command):
                 self._add(
                     "archive_command",
-                    "fail",
+                    Status.CRITICAL,
                     f"archive_command = {command!r}",
                     "archive_command = 'pgvault --config FILE wal-archive %p %f'",
                 )
@@ -141,11 +164,11 @@ class Doctor:
                 time.sleep(0.5)
         spooled = (self.settings.spool_dir / "wal" / name).exists()
         if spooled:
-            self._add("archive_command", "ok", f"pg_switch_wal(): {name} reached the spool")
+            self._add("archive_command", Status.OK, f"pg_switch_wal(): {name} reached the spool")
         else:
             self._add(
                 "archive_command",
-                "fail",
+                Status.CRITICAL,
                 f"{name} did not reach {self.settings.spool_dir}"
                 f" within 30 s (last failed: {(row or {}).get('last_failed_wal')})",
                 "read the PostgreSQL log for the wal-archive error; check the spool "
@@ -161,7 +184,7 @@ class Doctor:
             except PgvaultError as exc:
                 self._add(
                     f"tool:{tool}",
-                    "fail",
+                    Status.CRITICAL,
                     str(exc),
                     "install postgresql-client (same major version) or set postgres.bin_dir",
                 )
@@ -174,12 +197,12 @@ class Doctor:
             if self.server_major and major < self.server_major:
                 self._add(
                     f"tool:{tool}",
-                    "fail",
+                    Status.CRITICAL,
                     f"{tool} {major} is older than the server ({self.server_major})",
                     "point postgres.bin_dir at the server's version of the client tools",
                 )
             else:
-                self._add(f"tool:{tool}", "ok", f"{path} ({major})")
+                self._add(f"tool:{tool}", Status.OK, f"{path} ({major})")
 
     # -- pipeline --------------------------------------------------------------------
     def broker(self) -> None:
@@ -193,12 +216,12 @@ class Doctor:
         if missing:
             self._add(
                 "broker",
-                "fail",
+                Status.CRITICAL,
                 f"reachable, but {len(missing)} queue(s) missing, e.g. {missing[0]}",
                 "run `pgvault init`",
             )
         else:
-            self._add("broker", "ok", f"topology of {len(wanted)} queues present")
+            self._add("broker", Status.OK, f"topology of {len(wanted)} queues present")
 
     def store(self) -> None:
         from pgvault.storage import open_store
@@ -208,14 +231,14 @@ class Doctor:
         took = canary(store, self.settings)
         self._add(
             "store",
-            "ok",
+            Status.OK,
             f"{store.describe()}: canary written, read, deleted in {took * 1000:.0f} ms",
         )
 
     def spool(self) -> None:
         wal = self.settings.spool_dir / "wal"
         if not wal.is_dir():
-            self._add("spool", "fail", f"{wal} does not exist", "run `pgvault init`")
+            self._add("spool", Status.CRITICAL, f"{wal} does not exist", "run `pgvault init`")
             return
         if os.geteuid() == 0:
             ok = (
@@ -227,23 +250,23 @@ class Doctor:
         else:
             ok = os.access(wal, os.W_OK) and pwd.getpwuid(os.geteuid()).pw_name == "postgres"
         if ok:
-            self._add("spool", "ok", f"{wal} is writable by postgres")
+            self._add("spool", Status.OK, f"{wal} is writable by postgres")
         else:
             self._add(
                 "spool",
-                "fail",
+                Status.CRITICAL,
                 f"{wal} is not writable by the postgres user",
                 f"chown -R postgres: {self.settings.spool_dir} (or `pgvault init`)",
             )
         usage = shutil.disk_usage(self.settings.spool_dir)
         pct = 100 * usage.used / usage.total
-        level = "ok" if pct < self.settings.alerts.disk_usage_pct else "warn"
+        level = Status.OK if pct < self.settings.alerts.disk_usage_pct else Status.WARNING
         self._add(
             "disk",
             level,
             f"spool filesystem {pct:.0f}% used, {usage.free // 2**30} GiB free",
             ""
-            if level == "ok"
+            if level is Status.OK
             else "free space or move spool_dir; the spool grows while the store is unreachable",
         )
 
@@ -255,11 +278,11 @@ class Doctor:
         if a.smtp_host and a.email_to:
             channels.append("e-mail")
         if channels:
-            self._add("alerts", "ok", f"channels: {', '.join(channels)}")
+            self._add("alerts", Status.OK, f"channels: {', '.join(channels)}")
         else:
             self._add(
                 "alerts",
-                "warn",
+                Status.WARNING,
                 "no alert channel configured: failures are only logged",
                 "set alerts.discord_webhook_url (env) or alerts.smtp_host + email_to",
             )
@@ -271,21 +294,21 @@ class Doctor:
         if not enc.recipients and self.settings.storage.type == "s3":
             self._add(
                 "encryption",
-                "warn",
+                Status.WARNING,
                 "backups go to a remote store unencrypted",
                 "`pgvault keys generate` and set [encryption] recipients",
             )
         elif enc.recipients:
-            self._add("encryption", "ok", f"{len(enc.recipients)} age recipient(s)")
+            self._add("encryption", Status.OK, f"{len(enc.recipients)} age recipient(s)")
         if enc.identity_file and loose_permissions(Path(enc.identity_file)):
             self._add(
                 "identity",
-                "warn",
+                Status.WARNING,
                 f"{enc.identity_file} is readable by group/others",
                 f"chmod 600 {enc.identity_file}",
             )
 
-    def run(self) -> list[Finding]:
+    def run(self) -> list[CheckResult]:
         self._run("postgres", self.postgres)
         if self.server_major:
             self._run("archive_mode", self.archiving)

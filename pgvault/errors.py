@@ -29,6 +29,8 @@ class UsageError(PgvaultError):
 class ConfigError(UsageError):
     """The config file or environment is unusable; the message names the key."""
 
+    transient = False
+
 
 class ArchiveError(PgvaultError):
     """wal-archive could not put a file durably into the spool."""
@@ -96,6 +98,22 @@ class CatalogError(PgvaultError):
     transient = True
 
 
+class CatalogClusterMismatch(ConfigError, CatalogError):
+    """The catalog file belongs to another cluster: a configuration mistake that no
+    retry can fix (permanent, exit 2)."""
+
+    transient = False
+
+
+class StateError(CatalogError):
+    """The alert state file cannot be opened or written (transient: retried)."""
+
+
+class ManifestError(PgvaultError):
+    """A backup's manifest.json is unreadable, invalid or of an unknown version: the
+    backup is not trusted (never catalogued from it, never restored from it)."""
+
+
 class PostgresError(PgvaultError):
     """PostgreSQL or one of its client tools failed."""
 
@@ -110,6 +128,12 @@ class RestoreError(PgvaultError):
 
 class NotRestorable(RestoreError):
     """The catalog cannot prove the requested target is restorable."""
+
+
+class ChannelError(PgvaultError):
+    """An alert channel (e-mail, Discord) could not deliver; worth retrying later."""
+
+    transient = True
 
 
 class RetryLater(PgvaultError):

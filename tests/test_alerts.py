@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pgvault.alerts.channels import ChannelError, build_channels, redact
+from pgvault.alerts.channels import build_channels, redact
 from pgvault.alerts.discord import DiscordChannel
 from pgvault.alerts.mail import MailChannel
 from pgvault.alerts.message import from_event
@@ -20,6 +20,7 @@ from pgvault.alerts.state import AlertState, Policy
 from pgvault.broker.topology import ERROR_HEADER
 from pgvault.config import AlertSettings
 from pgvault.consumers.alert import AlertStage
+from pgvault.errors import ChannelError
 from pgvault.schemas import AlertEvent
 from tests.alertfakes import (
     WEBHOOK_TOKEN,

@@ -172,13 +172,13 @@ def test_doctor_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
 
 def test_doctor_warns_about_encryption(tmp_path: Path) -> None:
     from pgvault.config import settings_from_dict
-    from pgvault.doctor import Doctor
+    from pgvault.doctor import Doctor, label
     from pgvault.keys import generate
 
     remote = settings_from_dict({"storage": {"type": "s3", "bucket": "b"}})
     doc = Doctor(remote)
     doc.encryption()
-    assert [(f.name, f.status) for f in doc.findings] == [("encryption", "warn")]
+    assert [(f.name, label(f)) for f in doc.findings] == [("encryption", "warn")]
     identity = tmp_path / "id.txt"
     recipient = generate(identity)
     identity.chmod(0o644)
@@ -190,8 +190,8 @@ def test_doctor_warns_about_encryption(tmp_path: Path) -> None:
     )
     doc = Doctor(keyed)
     doc.encryption()
-    assert [(f.name, f.status) for f in doc.findings] == [
+    assert [(f.name, label(f)) for f in doc.findings] == [
         ("encryption", "ok"),
         ("identity", "warn"),
     ]
-    assert "chmod 600" in doc.findings[1].fix
+    assert "chmod 600" in (doc.findings[1].action or "")

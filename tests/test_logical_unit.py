@@ -21,6 +21,7 @@ from pgvault.restore.dbops import dbname_arg, first_error
 from pgvault.restore.drill_logical import scratch_name
 from pgvault.restore.logical import RestoreRequest, compare, resolve_tables
 from pgvault.schemas import ArtifactEvent, FileInfo
+from pgvault.schemas.manifest import TablesFile
 
 # `pg_restore --list --verbose` of tests/logical_data.py's schema (PostgreSQL 15), abridged
 LISTING = """;
@@ -211,20 +212,22 @@ def test_restore_request_validation_and_table_names() -> None:
         RestoreRequest("shop", "postgres").validate(settings)
     with pytest.raises(UsageError, match="mutually exclusive"):
         RestoreRequest("shop", "x", at=datetime.now(UTC), backup_id="1").validate(settings)
-    manifest = {
-        "tables": [
-            {"schema": "shop", "name": "orders", "rows": 3},
-            {"schema": "cms", "name": "pages", "rows": 2},
-            {"schema": "public", "name": "pages", "rows": 1},
-        ]
-    }
-    assert resolve_tables(manifest, ("orders", "cms.pages", "shop.orders")) == [
+    tables = TablesFile.model_validate(
+        {
+            "tables": [
+                {"schema": "shop", "name": "orders", "rows": 3},
+                {"schema": "cms", "name": "pages", "rows": 2},
+                {"schema": "public", "name": "pages", "rows": 1},
+            ]
+        }
+    ).tables
+    assert resolve_tables(tables, ("orders", "cms.pages", "shop.orders")) == [
         ORDERS,
         TableRef("cms", "pages"),
     ]
     with pytest.raises(RestoreError, match="ambiguous"):
-        resolve_tables(manifest, ("pages",))
+        resolve_tables(tables, ("pages",))
     with pytest.raises(RestoreError, match="not in the dump"):
-        resolve_tables(manifest, ("shop.nope",))
+        resolve_tables(tables, ("shop.nope",))
     checks = compare({ORDERS: 3}, {ORDERS: 3, TableRef("x", "new"): 1}, None)
     assert [(c.name, c.ok) for c in checks] == [("orders", True), ("new", False)]

@@ -14,15 +14,8 @@ from urllib.parse import quote
 
 from pgvault.alerts.message import Notification
 from pgvault.config import AlertSettings
-from pgvault.errors import PgvaultError
 
 MASK = "********"
-
-
-class ChannelError(PgvaultError):
-    """A channel could not deliver; worth retrying later."""
-
-    transient = True
 
 
 class Channel(Protocol):

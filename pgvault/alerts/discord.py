@@ -19,8 +19,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from pgvault import __version__
-from pgvault.alerts.channels import ChannelError, redact
+from pgvault.alerts.channels import redact
 from pgvault.alerts.message import Notification
+from pgvault.errors import ChannelError
 
 COLORS = {
     "critical": 0xD32F2F,

@@ -12,9 +12,10 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from pgvault.alerts.channels import ChannelError, redact
+from pgvault.alerts.channels import redact
 from pgvault.alerts.message import Notification
 from pgvault.config import AlertSettings
+from pgvault.errors import ChannelError
 
 log = logging.getLogger(__name__)
 

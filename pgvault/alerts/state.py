@@ -25,15 +25,11 @@ from typing import Any
 
 import sqlite_utils
 
-from pgvault.errors import CatalogError
+from pgvault.errors import StateError
 from pgvault.schemas import AlertEvent
 
 RATE_WINDOW_S = 60.0
 KEEP_SENDS_S = 3600.0
-
-
-class StateError(CatalogError):
-    """The alert state file cannot be opened or written (transient: retried)."""
 
 
 def _migrate(db: sqlite_utils.Database) -> None:

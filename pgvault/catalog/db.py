@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from pgvault.errors import CatalogError
+from pgvault.errors import CatalogClusterMismatch, CatalogError
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -299,7 +299,7 @@ class CatalogDB:
                 (self.cluster,),
             )
         elif row[0] != self.cluster:
-            raise CatalogError(
+            raise CatalogClusterMismatch(
                 f"catalog {self.path} belongs to cluster {row[0]!r}, not {self.cluster!r}"
             )
 

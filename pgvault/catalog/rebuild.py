@@ -24,7 +24,14 @@ from typing import Any
 from pgvault.catalog import transitions
 from pgvault.catalog.db import ARTIFACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB, iso, now_iso
 from pgvault.catalog.export import receipt_root
+from pgvault.errors import ManifestError
 from pgvault.schemas import FileInfo
+from pgvault.schemas.manifest import (
+    MANIFEST_NAME,
+    LogicalManifest,
+    PhysicalManifest,
+    parse_artifact_manifest,
+)
 from pgvault.storage import ObjectInfo, ObjectStore, objmeta
 from pgvault.storage.layout import Layout
 from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name
@@ -114,6 +121,26 @@ def _file_from_head(key: str, name: str, info: ObjectInfo) -> FileInfo:
     )
 
 
+def _backup_columns(manifest: LogicalManifest | PhysicalManifest) -> dict[str, Any]:
+    """The catalog columns a backup's manifest fills."""
+    row: dict[str, Any] = {
+        "backup_id": manifest.backup_id,
+        "started_at": manifest.started_at,
+        "finished_at": manifest.finished_at,
+        "timeline": None,
+        "start_lsn": None,
+        "end_lsn": None,
+        "db": None,
+    }
+    if isinstance(manifest, PhysicalManifest):
+        row.update(
+            timeline=manifest.timeline, start_lsn=manifest.start_lsn, end_lsn=manifest.end_lsn
+        )
+    else:
+        row["db"] = manifest.db
+    return row
+
+
 def _describe(
     store: ObjectStore, kind: str, name: str, objs: dict[str, ObjectInfo]
 ) -> dict[str, Any] | None:
@@ -138,36 +165,25 @@ def _describe(
         files = [f]
         meta = facts
     else:
-        manifest_info = objs.get("manifest.json")
+        manifest_info = objs.get(MANIFEST_NAME)
         if manifest_info is None:
             return None
-        manifest = json.loads(store.get_bytes(manifest_info.key))
+        manifest = parse_artifact_manifest(store.get_bytes(manifest_info.key), kind, name)
         files = []
-        for entry in manifest.get("files", []):
-            obj = objs.get(entry["name"])
+        for entry in manifest.files:
+            obj = objs.get(entry.name)
             if obj is None:
                 return None  # manifest names a file that is not there: incomplete
             head = store.head(obj.key) or obj
             files.append(
-                _file_from_head(obj.key, entry["name"], head).model_copy(
-                    update={"sha256": entry["sha256"], "size": entry["size"]}
+                _file_from_head(obj.key, entry.name, head).model_copy(
+                    update={"sha256": entry.sha256, "size": entry.size}
                 )
             )
         head = store.head(manifest_info.key) or manifest_info
-        files.append(_file_from_head(manifest_info.key, "manifest.json", head))
-        meta = {k: v for k, v in manifest.items() if k not in ("files", "tables")}
-        row = {
-            k: meta.get(k)
-            for k in (
-                "timeline",
-                "start_lsn",
-                "end_lsn",
-                "db",
-                "backup_id",
-                "started_at",
-                "finished_at",
-            )
-        }
+        files.append(_file_from_head(manifest_info.key, MANIFEST_NAME, head))
+        meta = manifest.summary()
+        row = _backup_columns(manifest)
     row.update(
         kind=kind,
         name=name,
@@ -298,10 +314,11 @@ def rebuild(
             }
         try:
             return _describe(store, kind, name, objs)
-        except (ValueError, KeyError, TypeError) as exc:  # unreadable manifest.json
-            log.warning(
-                "%s/%s: cannot read its manifest (%s); reported as incomplete", kind, name, exc
-            )
+        except ManifestError as exc:  # unreadable, invalid or of an unknown version
+            log.warning("%s; reported as incomplete", exc)
+            return None
+        except (ValueError, KeyError, TypeError) as exc:  # unusable object metadata
+            log.warning("%s/%s: cannot describe it (%s); reported as incomplete", kind, name, exc)
             return None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -54,12 +54,13 @@ def backup_physical(
     result = take_physical_backup(settings, catalog, open_broker(settings))
     m = result.manifest
     if json_out:
-        emit_json({k: v for k, v in m.items() if k != "verification"} | {"path": str(result.path)})
+        data = m.model_dump(mode="json", exclude={"verification"}, exclude_none=True)
+        emit_json(data | {"path": str(result.path)})
         return
     typer.echo(
-        f"base backup {result.backup_id}: timeline {m['timeline']}, {m['start_wal']} .. "
-        f"{m['stop_wal']}, {human_bytes(m['size'])} ({human_bytes(m['data_size'])} of data), "
-        f"{m['duration_s']:.1f}s; {m['verification']['base_files_sha256_checked']} files "
+        f"base backup {result.backup_id}: timeline {m.timeline}, {m.start_wal} .. "
+        f"{m.stop_wal}, {human_bytes(m.size)} ({human_bytes(m.data_size)} of data), "
+        f"{m.duration_s:.1f}s; {m.verification.base_files_sha256_checked} files "
         f"verified against backup_manifest -> {result.path}"
     )
 

@@ -122,7 +122,7 @@ def doctor(
     keys. Exit 1 when anything fails (warnings do not).
     """
     from pgvault.cli import state
-    from pgvault.doctor import Doctor
+    from pgvault.doctor import Doctor, as_json, failed, line
 
     try:
         settings = state(ctx).settings
@@ -152,14 +152,13 @@ def doctor(
             subject="test",
             summary="pgvault doctor test alert: the alert path works",
         )
-    ok = not any(f.status == "fail" for f in findings)
+    ok = not failed(findings)
     if json_out:
-        emit_json({"ok": ok, "findings": [f.__dict__ for f in findings]})
+        emit_json({"ok": ok, "findings": [as_json(f) for f in findings]})
     else:
         typer.echo(f"ok   config          {settings.config_file}")
         for f in findings:
-            fix = f"  -> {f.fix}" if f.fix and f.status != "ok" else ""
-            typer.echo(f"{f.status:4s} {f.name:15s} {f.message}{fix}")
+            typer.echo(line(f))
     if not ok:
         raise typer.Exit(1)
 

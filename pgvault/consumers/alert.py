@@ -25,11 +25,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from pgvault.alerts.channels import Channel, ChannelError, build_channels
+from pgvault.alerts.channels import Channel, build_channels
 from pgvault.alerts.message import Notification, digest, from_event
 from pgvault.alerts.state import AlertState, Policy
 from pgvault.config import Settings
-from pgvault.errors import PgvaultError
+from pgvault.errors import ChannelError, PgvaultError
 from pgvault.log import ArtifactLogger, for_artifact
 from pgvault.schemas import AlertEvent, ArtifactEvent
 

@@ -26,13 +26,15 @@ T = TypeVar("T")
 
 
 def _as_backup_error(fn: Callable[..., T]) -> Callable[..., T]:
-    """A damaged tar, zstd stream or manifest is a failed backup, not a traceback."""
+    """A damaged tar or zstd stream is a failed backup, not a traceback. Only those: a
+    KeyError or TypeError here would be a bug in pgvault and surfaces as one (the shape
+    of backup_manifest is checked once, by load_manifest)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
-        except (tarfile.TarError, zstandard.ZstdError, ValueError, KeyError, TypeError) as exc:
+        except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
             raise BackupError(
                 f"base backup failed verification: {type(exc).__name__}: {exc}"
             ) from None
@@ -40,16 +42,49 @@ def _as_backup_error(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-@_as_backup_error
 def load_manifest(path: Path) -> dict[str, Any]:
+    """PostgreSQL's backup_manifest, its checksum and the shape pgvault reads proven."""
     text = path.read_text()
     cut = text.find(MANIFEST_CHECKSUM_KEY)
     if cut < 0:
         raise BackupError(f"{path}: backup_manifest has no Manifest-Checksum")
-    data: dict[str, Any] = json.loads(text)
-    if hashlib.sha256(text[:cut].encode()).hexdigest() != data["Manifest-Checksum"]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BackupError(f"{path}: backup_manifest is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BackupError(f"{path}: backup_manifest is not a JSON object")
+    if hashlib.sha256(text[:cut].encode()).hexdigest() != data.get("Manifest-Checksum"):
         raise BackupError(f"{path}: backup_manifest checksum does not match its contents")
+    problem = _shape_problem(data)
+    if problem:
+        raise BackupError(f"{path}: backup_manifest {problem}")
     return data
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What in a checksummed backup_manifest pgvault cannot use, or None."""
+    files, ranges = data.get("Files"), data.get("WAL-Ranges")
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("Path"), str) and isinstance(f.get("Size"), int)
+        for f in files
+    ):
+        return "has no usable Files list (Path, Size)"
+    if any(
+        f.get("Checksum-Algorithm") == "SHA256" and not isinstance(f.get("Checksum"), str)
+        for f in files
+    ):
+        return "lists a SHA256 file without its Checksum"
+    if not isinstance(ranges, list) or not ranges:
+        return "has no WAL-Ranges"
+    try:
+        for r in ranges:
+            int(r["Timeline"])
+            parse_lsn(r["Start-LSN"])
+            parse_lsn(r["End-LSN"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"has an unusable WAL-Ranges entry ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _open_zst_tar(path: Path) -> tuple[Any, tarfile.TarFile]:

@@ -17,7 +17,6 @@ database failing does not stop the others; the caller raises the alert.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -44,11 +43,18 @@ from pgvault.pgtables import TableRef, count_all
 from pgvault.pgtools import find_tool, libpq_env, run_tool
 from pgvault.producers.pgdump import TABLES_FILE, check_db_name, compression, tool_version
 from pgvault.progress import watch_file
+from pgvault.schemas.manifest import (
+    MANIFEST_NAME,
+    DatabaseInfo,
+    DumpCompression,
+    LogicalManifest,
+    ManifestFile,
+    TableCount,
+    TablesFile,
+)
 from pgvault.storage.codec import sha256_file
 
 log = logging.getLogger(__name__)
-
-MANIFEST_VERSION = 1
 
 
 @dataclass
@@ -159,21 +165,21 @@ class LogicalBackup:
                 raise
         alog.info(
             "dumped %d bytes, %d tables, %d rows in %.1fs",
-            manifest["dump_size"],
-            manifest["table_count"],
-            manifest["row_count"],
-            manifest["duration_s"],
+            manifest.dump_size,
+            manifest.table_count,
+            manifest.row_count,
+            manifest.duration_s,
         )
         return DumpOutcome(
             db,
             True,
             backup_id=backup_id,
             path=str(final),
-            size=manifest["dump_size"],
-            sha256=manifest["dump_sha256"],
-            tables=manifest["table_count"],
-            rows=manifest["row_count"],
-            duration_s=manifest["duration_s"],
+            size=manifest.dump_size,
+            sha256=manifest.dump_sha256,
+            tables=manifest.table_count,
+            rows=manifest.row_count,
+            duration_s=manifest.duration_s,
         )
 
     def _server(
@@ -200,7 +206,7 @@ class LogicalBackup:
 
     def _dump(
         self, db: str, backup_id: str, started: datetime, work: Path, tools: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> LogicalManifest:
         ps = self.settings.postgres
         dump = work / f"{db}.dump"
         compress, comp_meta = compression(tools["major"], ps.dump_compression)
@@ -246,46 +252,43 @@ class LogicalBackup:
         self._check_dump(tools["pg_restore"], dump, counts)
         spool.fsync_tree(work)
         digest = sha256_file(dump)
-        manifest: dict[str, Any] = {
-            "manifest_version": MANIFEST_VERSION,
-            "kind": "logical",
-            "cluster": self.settings.cluster,
-            "db": db,
-            "backup_id": backup_id,
-            "started_at": iso(started),
-            "snapshot_at": iso(snapshot_at),
-            "finished_at": iso(finished),
-            "duration_s": round((finished - started).total_seconds(), 3),
-            "source": f"{ps.host}:{ps.port}",
-            "server_version": server_version,
-            "server_version_num": server_num,
-            "pg_dump_version": tools["version"],
-            "snapshot": snapshot,
-            "format": "custom",
-            "compression": comp_meta,
-            "database": dbinfo or {},
-            "dump_size": digest.size,
-            "dump_sha256": digest.sha256,
-            "table_count": len(counts),
-            "row_count": sum(counts.values()),
-            "files": [{"name": dump.name, "size": digest.size, "sha256": digest.sha256}],
-        }
         tables = [
-            {"schema": t.schema, "name": t.name, "rows": n} for t, n in sorted(counts.items())
+            TableCount(schema_name=t.schema, name=t.name, rows=n) for t, n in sorted(counts.items())
         ]
+        files = [ManifestFile(name=dump.name, size=digest.size, sha256=digest.sha256)]
+        tables_file: str | None = None
         if self.settings.encryption.recipients:
             # table names and row counts say something about the data: with encryption on
             # they travel in their own (encrypted) file, the manifest stays plain
-            body = json.dumps({"tables": tables}, indent=1).encode()
-            spool.write_atomic(work / TABLES_FILE, body)
+            body = TablesFile(tables=tables).model_dump_json(by_alias=True, indent=1)
+            spool.write_atomic(work / TABLES_FILE, body.encode())
             tdigest = sha256_file(work / TABLES_FILE)
-            manifest["files"].append(
-                {"name": TABLES_FILE, "size": tdigest.size, "sha256": tdigest.sha256}
-            )
-            manifest["tables_file"] = TABLES_FILE
-        else:
-            manifest["tables"] = tables
-        spool.write_atomic(work / "manifest.json", json.dumps(manifest, indent=1).encode())
+            files.append(ManifestFile(name=TABLES_FILE, size=tdigest.size, sha256=tdigest.sha256))
+            tables_file = TABLES_FILE
+        manifest = LogicalManifest(
+            cluster=self.settings.cluster,
+            db=db,
+            backup_id=backup_id,
+            started_at=iso(started),
+            snapshot_at=iso(snapshot_at),
+            finished_at=iso(finished),
+            duration_s=round((finished - started).total_seconds(), 3),
+            source=f"{ps.host}:{ps.port}",
+            server_version=server_version,
+            server_version_num=server_num,
+            pg_dump_version=tools["version"],
+            snapshot=snapshot,
+            compression=DumpCompression.model_validate(comp_meta),
+            database=DatabaseInfo.model_validate(dbinfo or {}),
+            dump_size=digest.size,
+            dump_sha256=digest.sha256,
+            table_count=len(counts),
+            row_count=sum(counts.values()),
+            files=files,
+            tables=None if tables_file else tables,
+            tables_file=tables_file,
+        )
+        spool.write_atomic(work / MANIFEST_NAME, manifest.to_json())
         return manifest
 
     def _check_dump(self, pg_restore: str, dump: Path, counts: dict[TableRef, int]) -> None:

@@ -12,7 +12,6 @@ and catalog handle it like any other artifact.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -42,6 +41,13 @@ from pgvault.producers.basebackup_verify import (
     wal_range,
 )
 from pgvault.progress import watch_file
+from pgvault.schemas.manifest import (
+    MANIFEST_NAME,
+    BaseBackupCheck,
+    ManifestFile,
+    PhysicalManifest,
+    TablespaceInfo,
+)
 from pgvault.storage.codec import sha256_file
 from pgvault.walfile import format_lsn, segment_name
 
@@ -53,7 +59,7 @@ DATA_FILES = ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest")
 class PhysicalResult:
     backup_id: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: PhysicalManifest
 
 
 def _server_facts(settings: Settings) -> dict[str, Any]:
@@ -201,38 +207,38 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
         wal_needed = verify_wal_tar(tmp / "pg_wal.tar.zst", manifest_pg, facts["seg_size"])
         timeline, start_lsn, end_lsn = wal_range(manifest_pg)
         finished = datetime.now(UTC)
-        files: list[dict[str, Any]] = []
+        files = []
         for name in (*DATA_FILES, *(t["file"] for t in spaces)):
             digest = sha256_file(tmp / name)
-            files.append({"name": name, "size": digest.size, "sha256": digest.sha256})
+            files.append(ManifestFile(name=name, size=digest.size, sha256=digest.sha256))
         seg = facts["seg_size"]
-        manifest = {
-            "format": "pgvault-manifest/1",
-            "kind": "physical",
-            "backup_id": backup_id,
-            "label": f"pgvault-{backup_id}",
-            "started_at": iso(started),
-            "finished_at": iso(finished),
-            "duration_s": round(time.monotonic() - t0, 3),
-            "timeline": timeline,
-            "start_lsn": start_lsn,
-            "end_lsn": end_lsn,
-            "start_lsn_text": format_lsn(start_lsn),
-            "end_lsn_text": format_lsn(end_lsn),
-            "start_wal": segment_name(timeline, start_lsn // seg, seg),
-            "stop_wal": segment_name(timeline, max(start_lsn, end_lsn - 1) // seg, seg),
-            "seg_size": seg,
-            "system_identifier": facts["system_identifier"],
-            "pg_version": facts["pg_version"],
-            "pg_version_num": facts["pg_version_num"],
-            "data_size": sum(int(f["Size"]) for f in manifest_pg["Files"]),
-            "size": sum(int(f["size"]) for f in files),
-            "verification": {"base_files_sha256_checked": checked, "wal_segments": wal_needed},
-            "tablespaces": spaces,
-            "files": files,
-        }
+        manifest = PhysicalManifest(
+            backup_id=backup_id,
+            label=f"pgvault-{backup_id}",
+            started_at=iso(started),
+            finished_at=iso(finished),
+            duration_s=round(time.monotonic() - t0, 3),
+            timeline=timeline,
+            start_lsn=start_lsn,
+            end_lsn=end_lsn,
+            start_lsn_text=format_lsn(start_lsn),
+            end_lsn_text=format_lsn(end_lsn),
+            start_wal=segment_name(timeline, start_lsn // seg, seg),
+            stop_wal=segment_name(timeline, max(start_lsn, end_lsn - 1) // seg, seg),
+            seg_size=seg,
+            system_identifier=facts["system_identifier"],
+            pg_version=facts["pg_version"],
+            pg_version_num=facts["pg_version_num"],
+            data_size=sum(int(f["Size"]) for f in manifest_pg["Files"]),
+            size=sum(f.size for f in files),
+            verification=BaseBackupCheck(
+                base_files_sha256_checked=checked, wal_segments=wal_needed
+            ),
+            tablespaces=tuple(TablespaceInfo(**t) for t in spaces),
+            files=files,
+        )
         spool.fsync_tree(tmp)
-        spool.write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
+        spool.write_atomic(tmp / MANIFEST_NAME, manifest.to_json())
         os.rename(tmp, final)
         spool.fsync_dir(root)
     except (PgvaultError, OSError) as exc:
@@ -255,8 +261,8 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
     _record(catalog, started, "ok")
     alog.info(
         "done in %.1fs: %d bytes, %d files verified against backup_manifest",
-        manifest["duration_s"],
-        manifest["size"],
+        manifest.duration_s,
+        manifest.size,
         checked,
     )
     return PhysicalResult(backup_id, final, manifest)

@@ -8,7 +8,6 @@ lists the other files with their sizes and sha256 and is itself the commit marke
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -17,13 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from pgvault import spool
+from pgvault.errors import ManifestError
 from pgvault.schemas import ArtifactEvent, FileInfo
+from pgvault.schemas.manifest import (
+    MANIFEST_NAME,
+    LogicalManifest,
+    PhysicalManifest,
+    parse_artifact_manifest,
+)
 from pgvault.storage.codec import sha256_file
 from pgvault.walfile import parse_name
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-BULKY_MANIFEST_KEYS = ("files", "tables")  # kept in manifest.json, not copied into events
+MANIFEST = MANIFEST_NAME
 
 
 @dataclass
@@ -87,33 +92,37 @@ def _wal_artifact(path: Path) -> SpoolArtifact | None:
     )
 
 
-def read_manifest(directory: Path) -> dict[str, Any] | None:
+def read_manifest(
+    directory: Path, kind: str, name: str
+) -> LogicalManifest | PhysicalManifest | None:
+    """The validated manifest.json of backup `kind/name`; None while it has none (not
+    finished). Raises ManifestError for an invalid one, or one of another backup."""
     try:
-        data = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError):
+        raw = (directory / MANIFEST).read_bytes()
+    except OSError:
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
+    return parse_artifact_manifest(raw, kind, name)
 
 
 def _backup_artifact(kind: str, name: str, directory: Path) -> SpoolArtifact | None:
     try:
         return _describe_backup(kind, name, directory)
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+    except ManifestError as exc:
+        log.warning("spool %s; left alone", exc)
+        return None
+    except OSError as exc:
         log.warning("spool %s/%s: unusable manifest.json (%s); left alone", kind, name, exc)
         return None
 
 
 def _describe_backup(kind: str, name: str, directory: Path) -> SpoolArtifact | None:
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, kind, name)
     if manifest is None:
         return None
-    files = [
-        FileInfo(name=f["name"], size=f["size"], sha256=f["sha256"]) for f in manifest["files"]
-    ]
+    files = [FileInfo(name=f.name, size=f.size, sha256=f.sha256) for f in manifest.files]
     digest = sha256_file(directory / MANIFEST)
     files.append(FileInfo(name=MANIFEST, size=digest.size, sha256=digest.sha256))
-    meta = {k: v for k, v in manifest.items() if k not in BULKY_MANIFEST_KEYS}
-    return SpoolArtifact(kind, name, directory, files, meta)
+    return SpoolArtifact(kind, name, directory, files, manifest.summary())
 
 
 def artifact_at(spool_dir: Path, path: Path) -> SpoolArtifact | None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from pgvault import pg
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
 from pgvault.pg import sql
 from pgvault.pgtools import libpq_env
+from pgvault.schemas.manifest import DatabaseInfo
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +40,21 @@ def role_exists(conn: pg.Connection, role: str) -> bool:
     return bool(pg.fetch_value(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)))
 
 
-def create_database(conn: pg.Connection, name: str, info: dict[str, Any] | None) -> None:
+def create_database(conn: pg.Connection, name: str, info: DatabaseInfo | None) -> None:
     """CREATE DATABASE from template0 with the source database's encoding, locale and
     owner (as recorded in the manifest), where this server can honour them."""
-    info = info or {}
+    info = info or DatabaseInfo()
     query: sql.Composable = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
         sql.Identifier(name)
     )
-    if info.get("encoding"):
-        query += sql.SQL(" ENCODING {}").format(sql.Literal(info["encoding"]))
-    if info.get("collate") and info.get("ctype"):
+    if info.encoding:
+        query += sql.SQL(" ENCODING {}").format(sql.Literal(info.encoding))
+    if info.collate and info.ctype:
         query += sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(
-            sql.Literal(info["collate"]), sql.Literal(info["ctype"])
+            sql.Literal(info.collate), sql.Literal(info.ctype)
         )
-    owner = info.get("owner")
-    if owner and role_exists(conn, owner):
-        query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    if info.owner and role_exists(conn, info.owner):
+        query += sql.SQL(" OWNER {}").format(sql.Identifier(info.owner))
     pg.fetch_all(conn, query)
 
 

@@ -20,11 +20,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from pgvault.catalog.rows import DumpRow
 from pgvault.config import Settings
 from pgvault.errors import (
     IntegrityError,
+    ManifestError,
     ObjectMissing,
     PgvaultError,
     RestoreError,
@@ -49,12 +50,13 @@ from pgvault.producers.pgdump import TABLES_FILE  # row counts, on their own whe
 from pgvault.progress import byte_progress
 from pgvault.restore import dbops
 from pgvault.restore.fetch import fetch_file, free_bytes
+from pgvault.schemas.manifest import MANIFEST_NAME, LogicalManifest, TableCount, parse_logical
 from pgvault.storage import ObjectStore
 from pgvault.storage.codec import load_identities
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_NAME
 SPACE_MARGIN = 64 << 20
 
 
@@ -133,8 +135,13 @@ class RestoreReport:
         return data
 
 
-def manifest_counts(manifest: dict[str, Any]) -> dict[TableRef, int]:
-    return {TableRef(t["schema"], t["name"]): int(t["rows"]) for t in manifest.get("tables", [])}
+def table_counts(tables: Sequence[TableCount]) -> dict[TableRef, int]:
+    return {TableRef(t.schema_name, t.name): t.rows for t in tables}
+
+
+def manifest_counts(manifest: LogicalManifest) -> dict[TableRef, int]:
+    """Rows per table as the dump's manifest (or its tables file, loaded) records them."""
+    return table_counts(manifest.tables or [])
 
 
 def compare(
@@ -144,9 +151,9 @@ def compare(
     return [TableCheck(t.schema, t.name, expected.get(t), restored.get(t)) for t in names]
 
 
-def resolve_tables(manifest: dict[str, Any], requested: tuple[str, ...]) -> list[TableRef]:
+def resolve_tables(tables: Sequence[TableCount], requested: tuple[str, ...]) -> list[TableRef]:
     """'schema.name' or a bare 'name' (unique across schemas) -> tables of the dump."""
-    known = sorted(manifest_counts(manifest))
+    known = sorted(table_counts(tables))
     out: list[TableRef] = []
     for text in requested:
         schema, dot, name = text.partition(".")
@@ -171,7 +178,7 @@ def fetch_dump(
     work: Path,
     *,
     prefer_spool: bool,
-) -> tuple[Path, dict[str, Any], str]:
+) -> tuple[Path, LogicalManifest, str]:
     """The dump and its manifest in `work`, both proven by sha256; (dump, manifest, source)."""
     identities = (
         load_identities(settings.encryption.identity_file)
@@ -191,13 +198,14 @@ def fetch_dump(
         "prefer_spool": prefer_spool,
     }
     fetch_file(settings, store, man_info, work / MANIFEST, **common)
-    manifest = json.loads((work / MANIFEST).read_text())
-    listed = {f["name"]: f["sha256"] for f in manifest.get("files", [])}
-    if listed.get(dumps[0].name) != dumps[0].sha256:
-        raise IntegrityError(f"logical/{row.name}: manifest and catalog disagree on the dump")
+    where = f"logical/{row.name}"
+    manifest = parse_logical((work / MANIFEST).read_bytes(), where)
+    listed = manifest.file(dumps[0].name)
+    if listed is None or listed.sha256 != dumps[0].sha256:
+        raise IntegrityError(f"{where}: manifest and catalog disagree on the dump")
     if tables_info is not None:  # encrypted archives keep the row counts out of the manifest
         fetch_file(settings, store, tables_info, work / TABLES_FILE, **common)
-        manifest["tables"] = json.loads((work / TABLES_FILE).read_text())["tables"]
+        manifest = manifest.with_tables((work / TABLES_FILE).read_bytes(), where)
     need = dumps[0].size + SPACE_MARGIN
     if free_bytes(work) < need:
         raise RestoreError(
@@ -236,7 +244,7 @@ def restore_logical(
             dump, manifest, report.fetched_from = fetch_dump(
                 settings, store, row, work, prefer_spool=req.prefer_spool
             )
-        except (IntegrityError, ObjectMissing) as exc:
+        except (IntegrityError, ManifestError, ObjectMissing) as exc:
             raise type(exc)(
                 f"refusing to restore logical/{row.name}: {exc}; no database was touched"
             ) from None
@@ -256,7 +264,7 @@ def _restore_database(
     settings: Settings,
     req: RestoreRequest,
     dump: Path,
-    manifest: dict[str, Any],
+    manifest: LogicalManifest,
     report: RestoreReport,
 ) -> None:
     alog = for_artifact(log, f"logical/{report.backup}")
@@ -267,7 +275,7 @@ def _restore_database(
                 "dropped only after the restore succeeded and its row counts matched)"
             )
         staging = f"pgvault_restore_{uuid.uuid4().hex[:10]}"
-        dbops.create_database(conn, staging, manifest.get("database"))
+        dbops.create_database(conn, staging, manifest.database)
     swapped = False
     try:
         start = time.monotonic()
@@ -322,11 +330,11 @@ def _restore_tables(
     settings: Settings,
     req: RestoreRequest,
     dump: Path,
-    manifest: dict[str, Any],
+    manifest: LogicalManifest,
     report: RestoreReport,
 ) -> None:
     alog = for_artifact(log, f"logical/{report.backup}")
-    wanted = resolve_tables(manifest, req.tables)
+    wanted = resolve_tables(manifest.tables or [], req.tables)
     pg_restore = find_tool("pg_restore", settings.postgres.bin_dir)
     listing = run_tool([pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list")
     entries = pgtoc.parse(listing.stdout)
@@ -338,7 +346,7 @@ def _restore_tables(
                 f"table(s) {', '.join(req.tables)} in it"
             )
         if not existed:
-            dbops.create_database(conn, req.target_db, manifest.get("database"))
+            dbops.create_database(conn, req.target_db, manifest.database)
     done = False
     try:
         with contextlib.ExitStack() as stack:

@@ -25,6 +25,10 @@ from typing import Any
 import pika  # noqa: TID251 - this module is the pika adapter
 import pika.exceptions  # noqa: TID251
 from pika.adapters.blocking_connection import BlockingChannel  # noqa: TID251
+from pika.adapters.utils.connection_workflow import (  # noqa: TID251
+    AMQPConnectorException,
+    AMQPConnectorStackTimeout,
+)
 
 from pgvault.broker.auth import MessageAuth
 from pgvault.broker.base import (
@@ -44,6 +48,7 @@ from pgvault.errors import BrokerError
 log = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (
+    AMQPConnectorException,
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.ConnectionClosed,
     pika.exceptions.StreamLostError,
@@ -98,7 +103,12 @@ class RabbitBroker(Broker):
             raise BrokerError(f"broker {self._url_text} refused the credentials") from None
         except pika.exceptions.ProbableAccessDeniedError:
             raise BrokerError(f"broker {self._url_text}: access to the vhost denied") from None
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except AMQPConnectorStackTimeout:
+            raise BrokerError(
+                f"broker {self._url_text} unreachable (no AMQP handshake within "
+                f"{params.stack_timeout:g}s: wedged?)"
+            ) from None
+        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
             reason = type(exc).__name__
             raise BrokerError(f"broker {self._url_text} unreachable ({reason})") from None
 

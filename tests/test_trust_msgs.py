@@ -296,8 +296,8 @@ def _free_port() -> int:
 
 def test_check_delivers_critical_alerts_itself_when_the_broker_is_down(
     make_env: EnvFactory,
-    discord: FakeDiscord,  # noqa: F811
-    smtp: FakeSMTP,  # noqa: F811
+    discord: FakeDiscord,
+    smtp: FakeSMTP,
 ) -> None:
     env = alert_env(make_env, discord, smtp)
     env.data["broker"].update(
@@ -319,8 +319,8 @@ def test_check_delivers_critical_alerts_itself_when_the_broker_is_down(
 
 def test_check_delivers_directly_when_no_alert_worker_consumes(
     make_env: EnvFactory,
-    discord: FakeDiscord,  # noqa: F811
-    smtp: FakeSMTP,  # noqa: F811
+    discord: FakeDiscord,
+    smtp: FakeSMTP,
 ) -> None:
     env = alert_env(make_env, discord, smtp)
     proc = env.cli("check", "--only", "backup_age", check=False)

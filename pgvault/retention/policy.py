@@ -225,6 +225,7 @@ def _odd_wal_and_history(
     kept: list[dict[str, Any]],
     floor: int | None,
     leases: LeaseSet,
+    *,
     skipped: list[dict[str, str]],
 ) -> list[Decision]:
     kept_tlis = {r.timeline for r in ranges if not r.remove}
@@ -268,7 +269,7 @@ def plan(catalog: CatalogDB, cfg: RetentionSettings, now: datetime) -> Retention
     result.decisions += physical
     result.wal, floor = _wal_ranges(catalog, kept, leases)
     result.decisions += _odd_wal_and_history(
-        catalog, result.wal, kept, floor, leases, result.skipped
+        catalog, result.wal, kept, floor, leases, skipped=result.skipped
     )
     result.resume = [
         (r["kind"], r["name"])

@@ -128,6 +128,9 @@ class AlertSettings(_Section):
     max_archive_pending: int = Field(10, ge=1)  # completed WAL segments not yet archived
     disk_critical_pct: float = Field(95, gt=0, le=100)
     state_path: Path | None = None  # alert dedupe state; default: next to the catalog
+    # `check` delivers critical alerts itself when the broker is down, and also when the
+    # alert queue has no consumer (no alert worker running) unless this is false
+    direct_if_no_consumer: bool = True
 
 
 class EncryptionSettings(_Section):

@@ -322,7 +322,7 @@ def test_check_delivers_directly_when_no_alert_worker_consumes(
     discord: FakeDiscord,
     smtp: FakeSMTP,
 ) -> None:
-    env = alert_env(make_env, discord, smtp)
+    env = alert_env(make_env, discord, smtp, direct_if_no_consumer=True)
     proc = env.cli("check", "--only", "backup_age", check=False)
     assert proc.returncode == 2
     assert "no consumer on the alert queue" in proc.stdout

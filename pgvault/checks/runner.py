@@ -185,7 +185,11 @@ def publish(report: Report, settings: Settings) -> None:
                     event = AlertEvent(cluster=settings.cluster, **fields)
                     broker.publish_event(event)
                     report.published += 1
-                    if r.status is Status.CRITICAL and not consumers:
+                    if (
+                        r.status is Status.CRITICAL
+                        and not consumers
+                        and settings.alerts.direct_if_no_consumer
+                    ):
                         stranded.append(event)
                     continue
                 except PgvaultError as exc:

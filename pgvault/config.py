@@ -64,6 +64,11 @@ class BrokerSettings(_Section):
     heartbeat: int = Field(60, ge=0)
     connect_timeout: float = Field(10.0, gt=0)
     delivery_limit: int = Field(20, ge=1)  # broker-side cap on redeliveries (crash loops)
+    # every broker call (connect, declare, publish confirm) gives up after this long, so a
+    # broker that accepts TCP but never answers cannot hang check/doctor/init
+    call_timeout: float = Field(15.0, gt=0)
+    # message authentication key (HMAC-SHA256, mode 0600); default: beside the catalog
+    hmac_key_file: Path | None = None
 
     @field_validator("retry_delays")
     @classmethod
@@ -123,6 +128,9 @@ class AlertSettings(_Section):
     max_archive_pending: int = Field(10, ge=1)  # completed WAL segments not yet archived
     disk_critical_pct: float = Field(95, gt=0, le=100)
     state_path: Path | None = None  # alert dedupe state; default: next to the catalog
+    # `check` delivers critical alerts itself when the broker is down, and also when the
+    # alert queue has no consumer (no alert worker running) unless this is false
+    direct_if_no_consumer: bool = True
 
 
 class EncryptionSettings(_Section):
@@ -180,6 +188,14 @@ class Settings(BaseSettings):
         if self.alerts.state_path is not None:
             return self.alerts.state_path
         return self.catalog_path.with_name(f"{self.catalog_path.stem}.alerts.sqlite")
+
+    @property
+    def hmac_key_path(self) -> Path:
+        """The cluster's message key (pgvault.broker.auth): `[broker] hmac_key_file`, by
+        default `pgvault-<cluster>.hmac.json` beside the catalog."""
+        if self.broker.hmac_key_file is not None:
+            return self.broker.hmac_key_file
+        return self.catalog_path.parent / f"pgvault-{self.cluster}.hmac.json"
 
     def redacted(self) -> dict[str, Any]:
         """The effective config for `config show`: secrets masked."""

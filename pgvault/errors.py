@@ -54,6 +54,14 @@ class MessageError(PgvaultError):
     """A message that cannot be parsed: it goes straight to the dead-letter queue."""
 
 
+class MessageAuthError(MessageError):
+    """A message without a valid HMAC of this cluster's key: refused, dead-lettered."""
+
+
+class MessageKeyError(PgvaultError):
+    """The message key file is missing, unreadable or not this cluster's."""
+
+
 class StoreError(PgvaultError):
     """The object store failed; usually worth retrying."""
 

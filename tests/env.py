@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pgvault.broker import message_auth
 from pgvault.broker.rabbit import RabbitBroker
 from pgvault.broker.topology import Topology
 from pgvault.catalog.db import CatalogDB
@@ -100,7 +101,9 @@ class PgvaultEnv:
     def broker(self) -> RabbitBroker:
         s = self.settings
         return RabbitBroker(
-            s.broker.url.get_secret_value(), Topology(self.cluster, tuple(s.broker.retry_delays))
+            s.broker.url.get_secret_value(),
+            Topology(self.cluster, tuple(s.broker.retry_delays)),
+            auth=message_auth(s),  # signs like the cluster's stages (after `init`)
         )
 
     def archive_command(self) -> str:

@@ -49,6 +49,7 @@ def alert_env(
         "email_from": "pgvault@example.org",
         "email_to": RECIPIENTS,
         "max_physical_age_hours": 0,
+        "direct_if_no_consumer": False,  # these tests run the alert worker after `check`
         **alerts,
     }
     env = make_env("local", extra={"postgres": {"port": 9, "databases": ["appdb"]}, "alerts": conf})

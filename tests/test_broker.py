@@ -122,8 +122,8 @@ def test_poison_message_is_dead_lettered_and_worker_keeps_consuming(
     env = make_env("local")
     env.cli("init")
     broker = env.broker()
-    broker.publish("artifact.ready.wal", b"this is not json")
-    broker.publish("artifact.ready.wal", json.dumps({"type": "artifact", "v": 1}).encode())
+    for body in (b"this is not json", json.dumps({"type": "artifact", "v": 1}).encode()):
+        broker.publish("artifact.ready.wal", body, broker.auth.sign(body))  # signed poison
     broker.publish_event(wal_event("some-other-cluster"))
     proc = env.cli("worker", "upload", "--once", "--json")
     assert json.loads(proc.stdout) == {"stage": "upload", "acked": 0, "retried": 0, "dead": 3}

@@ -9,14 +9,19 @@ dead-letter queue, then ack). Two implementations: RabbitBroker (pika) and StubB
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgvault.broker.auth import MessageAuth
 from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, STAGE_HEADER, Topology
+from pgvault.errors import BrokerError
 from pgvault.schemas import AlertEvent, ArtifactEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,8 +109,11 @@ class ConsumeStats:
 
 
 class Broker(ABC):
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, auth: MessageAuth | None = None) -> None:
         self.topology = topology
+        # without a key file (tests, tools) publishers and consumers of this one object
+        # share a random key; open_broker() always passes the cluster's key file
+        self.auth = auth or MessageAuth.ephemeral(topology.cluster)
 
     @abstractmethod
     def declare(self) -> None:
@@ -116,7 +124,9 @@ class Broker(ABC):
         """Persistent publish to the events exchange, returning only once confirmed."""
 
     def publish_event(self, event: ArtifactEvent | AlertEvent) -> None:
-        self.publish(event.routing_key, event.model_dump_json().encode())
+        """Publish an event signed with the cluster's message key (x-pgvault-hmac)."""
+        body = event.model_dump_json().encode()
+        self.publish(event.routing_key, body, self.auth.sign(body))
 
     @abstractmethod
     def consume(
@@ -135,3 +145,26 @@ class Broker(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+def declare_until_up(
+    broker: Broker, stop: threading.Event, what: str, max_delay: float = 30.0
+) -> bool:
+    """Declare the topology, retrying with backoff while the broker is unreachable (one
+    log line when it goes down, one when it is back). False when stopped first."""
+    delay = 1.0
+    down = False
+    while not stop.is_set():
+        try:
+            broker.declare()
+        except BrokerError as exc:
+            if not down:
+                log.warning("%s: %s; retrying with backoff (up to %.0fs)", what, exc, max_delay)
+                down = True
+            stop.wait(delay)
+            delay = min(delay * 2, max_delay)
+            continue
+        if down:
+            log.info("%s: broker reachable again", what)
+        return True
+    return False

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import threading
@@ -24,7 +25,12 @@ from typing import Any
 import pika  # noqa: TID251 - this module is the pika adapter
 import pika.exceptions  # noqa: TID251
 from pika.adapters.blocking_connection import BlockingChannel  # noqa: TID251
+from pika.adapters.utils.connection_workflow import (  # noqa: TID251
+    AMQPConnectorException,
+    AMQPConnectorStackTimeout,
+)
 
+from pgvault.broker.auth import MessageAuth
 from pgvault.broker.base import (
     Broker,
     ConsumeStats,
@@ -42,6 +48,7 @@ from pgvault.errors import BrokerError
 log = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (
+    AMQPConnectorException,
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.ConnectionClosed,
     pika.exceptions.StreamLostError,
@@ -61,39 +68,56 @@ class RabbitBroker(Broker):
         *,
         heartbeat: int = 60,
         connect_timeout: float = 10.0,
+        call_timeout: float = 15.0,
         prefetch: int = 1,
+        auth: MessageAuth | None = None,
     ) -> None:
-        super().__init__(topology)
+        super().__init__(topology, auth)
         self._url_text = redact_url(url)
         try:
             self._params = pika.URLParameters(url)
         except Exception:
             raise BrokerError(f"invalid broker URL {self._url_text}") from None
+        # a broker that accepts TCP but never answers must not hang anyone: TCP connect,
+        # the whole AMQP handshake and a blocked (resource alarm) connection all time out
         self._params.socket_timeout = connect_timeout
-        self._params.blocked_connection_timeout = 300
+        self._params.stack_timeout = max(connect_timeout, call_timeout)
+        self._params.blocked_connection_timeout = call_timeout
         self._params.connection_attempts = 1
+        self._params.retry_delay = 0
+        # short-lived and publisher connections: heartbeats detect a broker that stops
+        # answering mid-call (a publish waiting for its confirm, a declare)
+        self.call_heartbeat = max(2, int(call_timeout // 2))
         self.heartbeat = heartbeat
         self.prefetch = prefetch
+        self._down = False  # consume loop: broker currently unreachable
         self._local = threading.local()
 
     # -- connections -------------------------------------------------------------
     def _connect(self, heartbeat: int) -> pika.BlockingConnection:
-        self._params.heartbeat = heartbeat
+        params = copy.copy(self._params)  # threads connect concurrently
+        params.heartbeat = heartbeat
         try:
-            return pika.BlockingConnection(self._params)
+            return pika.BlockingConnection(params)
         except pika.exceptions.ProbableAuthenticationError:
             raise BrokerError(f"broker {self._url_text} refused the credentials") from None
         except pika.exceptions.ProbableAccessDeniedError:
             raise BrokerError(f"broker {self._url_text}: access to the vhost denied") from None
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except AMQPConnectorStackTimeout:
+            raise BrokerError(
+                f"broker {self._url_text} unreachable (no AMQP handshake within "
+                f"{params.stack_timeout:g}s: wedged?)"
+            ) from None
+        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
             reason = type(exc).__name__
             raise BrokerError(f"broker {self._url_text} unreachable ({reason})") from None
 
     def _publisher(self) -> BlockingChannel:
         ch: BlockingChannel | None = getattr(self._local, "channel", None)
         if ch is None or not ch.is_open:
-            # publisher connections idle between bursts: no heartbeat, reconnect on error
-            conn = self._connect(heartbeat=0)
+            # publisher connections idle between bursts: the broker may drop them for
+            # missed heartbeats; a publish then reconnects once (below)
+            conn = self._connect(heartbeat=self.call_heartbeat)
             ch = conn.channel()
             ch.confirm_delivery()
             self._local.connection = conn
@@ -113,7 +137,7 @@ class RabbitBroker(Broker):
 
     # -- topology ----------------------------------------------------------------
     def declare(self) -> None:
-        conn = self._connect(heartbeat=0)
+        conn = self._connect(heartbeat=self.call_heartbeat)
         try:
             ch = conn.channel()
             ch.exchange_declare(self.topology.exchange, exchange_type="topic", durable=True)
@@ -134,7 +158,7 @@ class RabbitBroker(Broker):
 
     def delete_topology(self) -> None:
         """Remove this cluster's exchange and queues (tests; `init --reset`)."""
-        conn = self._connect(heartbeat=0)
+        conn = self._connect(heartbeat=self.call_heartbeat)
         try:
             ch = conn.channel()
             for spec in self.topology.all_queues():
@@ -209,17 +233,21 @@ class RabbitBroker(Broker):
         stats = ConsumeStats()
         backoff = 1.0
         self.topology.queue(stage)  # validates the stage name
+        self._down = False
         while not stop.is_set():
             try:
                 self._session(stage, handler, once, stop, stats)
                 return stats
             except (BrokerError, *_CONNECTION_ERRORS) as exc:
-                log.warning(
-                    "stage %s: broker connection lost (%s); reconnecting in %.0fs",
+                # one line per state change: down (then retrying quietly), back
+                (log.debug if self._down else log.warning)(
+                    "stage %s: broker connection lost (%s); reconnecting with backoff "
+                    "(next in %.0fs)",
                     stage,
                     exc,
                     backoff,
                 )
+                self._down = True
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         return stats
@@ -228,6 +256,9 @@ class RabbitBroker(Broker):
         self, stage: str, handler: Handler, once: bool, stop: threading.Event, stats: ConsumeStats
     ) -> None:
         conn = self._connect(heartbeat=self.heartbeat)
+        if self._down:
+            log.warning("stage %s: broker reachable again", stage)
+            self._down = False
         session = _ConsumerSession(self, conn, stage, handler, stats)
         try:
             session.run(once, stop)
@@ -275,7 +306,7 @@ class RabbitBroker(Broker):
         return all(self._count(ch, name)[0] == 0 for name in names)
 
     def queue_depths(self) -> list[QueueDepth]:
-        conn = self._connect(heartbeat=0)
+        conn = self._connect(heartbeat=self.call_heartbeat)
         depths = []
         try:
             ch = conn.channel()
@@ -293,7 +324,7 @@ class RabbitBroker(Broker):
 
     def take(self, queue: str, limit: int = 100) -> list[Delivery]:
         """Remove and return up to `limit` messages from a queue (tests and triage)."""
-        conn = self._connect(heartbeat=0)
+        conn = self._connect(heartbeat=self.call_heartbeat)
         out = []
         try:
             ch = conn.channel()

@@ -10,6 +10,7 @@ import threading
 from collections import deque
 from typing import Any
 
+from pgvault.broker.auth import MessageAuth
 from pgvault.broker.base import (
     Broker,
     ConsumeStats,
@@ -23,8 +24,8 @@ from pgvault.errors import BrokerError
 
 
 class StubBroker(Broker):
-    def __init__(self, topology: Topology) -> None:
-        super().__init__(topology)
+    def __init__(self, topology: Topology, auth: MessageAuth | None = None) -> None:
+        super().__init__(topology, auth)
         self.queues: dict[str, deque[Delivery]] = {}
         self.declared = False
         self.down = False  # set True to simulate an unreachable broker

@@ -4,6 +4,11 @@
 `alert.<severity>.<check>` and every OK result publishes `alert.resolved.<check>` for its
 fingerprint; the alert worker deduplicates, re-notifies, and ignores resolves for
 fingerprints it never alerted on.
+
+The broker itself may be what failed: when `check` cannot publish, or the alert queue has
+no consumer, it delivers its critical alerts straight to the configured channels itself
+(through the alert stage's logic and de-duplication state, so the alert worker does not
+send them again later) and says so in its output.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgvault.catalog.db import iso
 from pgvault.checks import archiver, backups, drills, infra, wal
 from pgvault.checks.base import CheckContext, CheckResult, Status, unknown, worst
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError, UsageError
+
+if TYPE_CHECKING:
+    from pgvault.broker.base import Broker
+    from pgvault.schemas import AlertEvent
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,8 @@ class Report:
     results: list[CheckResult]
     published: int = 0
     spooled: int = 0
+    direct: int = 0  # critical alerts `check` delivered to the channels itself
+    direct_note: str = ""  # why, and what happened (one line), empty when not needed
     alerts_enabled: bool = True
     counts: dict[str, int] = field(init=False)
 
@@ -74,17 +85,21 @@ class Report:
                 "enabled": self.alerts_enabled,
                 "published": self.published,
                 "spooled": self.spooled,
+                "direct": self.direct,
+                "direct_note": self.direct_note,
             },
             "checks": [r.as_json(self.cluster) for r in self.results],
         }
 
     def lines(self) -> list[str]:
-        """One line per check for a terminal."""
+        """One line per check for a terminal (and one about direct alert delivery)."""
         out = []
         for r in self.results:
             out.append(
                 f"{r.status.name:<8} {r.name:<15} {r.subject:<16} {r.measure:<22} {r.message}"
             )
+        if self.direct_note:
+            out.append(f"{'ALERTS':<8} {self.direct_note}")
         return out
 
     def nagios(self) -> str:
@@ -131,14 +146,29 @@ def run_checks(settings: Settings, only: list[str] | None = None) -> Report:
     return Report(settings.cluster, ctx.now, results)
 
 
+def _alert_consumers(broker: Broker) -> int | None:
+    """Consumers on the alert queue; None when the broker does not answer."""
+    try:
+        depths = broker.queue_depths()
+    except PgvaultError as exc:
+        log.warning("broker unreachable (%s); alerts go to the spool", exc)
+        return None
+    name = broker.topology.queue("alert")
+    return next((d.consumers for d in depths if d.name == name), 0)
+
+
 def publish(report: Report, settings: Settings) -> None:
-    """Publish one alert or resolve per result; failing ones fall back to the spool."""
+    """Publish one alert or resolve per result; failing ones fall back to the spool.
+    Critical alerts the pipeline cannot deliver now (broker down, no alert worker) are
+    delivered directly as well."""
     from pgvault.alerting import raise_alert
     from pgvault.broker import open_broker
     from pgvault.schemas import AlertEvent
 
     broker = open_broker(settings)
-    broker_ok = True
+    consumers = _alert_consumers(broker)
+    broker_ok = consumers is not None
+    stranded: list[AlertEvent] = []
     try:
         for r in report.results:
             fields: dict[str, Any] = {
@@ -152,14 +182,65 @@ def publish(report: Report, settings: Settings) -> None:
             }
             if broker_ok:
                 try:
-                    broker.publish_event(AlertEvent(cluster=settings.cluster, **fields))
+                    event = AlertEvent(cluster=settings.cluster, **fields)
+                    broker.publish_event(event)
                     report.published += 1
+                    if (
+                        r.status is Status.CRITICAL
+                        and not consumers
+                        and settings.alerts.direct_if_no_consumer
+                    ):
+                        stranded.append(event)
                     continue
                 except PgvaultError as exc:
                     broker_ok = False
                     log.warning("alerts not published (%s); failing checks go to the spool", exc)
             if r.status is not Status.OK:  # resolves are not spooled: the next run resends
-                raise_alert(settings, None, **fields)
+                event = raise_alert(settings, None, **fields)
                 report.spooled += 1
+                if r.status is Status.CRITICAL:
+                    stranded.append(event)
     finally:
         broker.close()
+    if stranded:
+        why = "broker unreachable" if not broker_ok else "no consumer on the alert queue"
+        deliver_direct(report, settings, stranded, why)
+
+
+def deliver_direct(report: Report, settings: Settings, events: list[AlertEvent], why: str) -> None:
+    """Send critical alerts straight to Discord/e-mail with the alert stage's dedupe
+    state; the outcome goes into the report (one line)."""
+    from pgvault.consumers.alert import AlertStage
+    from pgvault.errors import ChannelError
+
+    try:
+        stage = AlertStage.from_settings(settings)
+    except PgvaultError as exc:
+        report.direct_note = f"{why}: {len(events)} critical alert(s) NOT delivered ({exc})"
+        return
+    if not stage.channels:
+        report.direct_note = (
+            f"{why}: {len(events)} critical alert(s) not delivered (no alert channel configured)"
+        )
+        return
+    sent = repeats = 0
+    failures: list[str] = []
+    for event in events:
+        try:
+            decision = stage.notify(event)
+        except (ChannelError, PgvaultError) as exc:
+            failures.append(str(exc))
+            continue
+        if decision == "sent":
+            sent += 1
+        else:
+            repeats += 1
+    where = ", ".join(ch.name for ch in stage.channels)
+    note = f"{why}: {sent} critical alert(s) delivered directly to {where}"
+    if repeats:
+        note += f", {repeats} already notified (de-duplicated)"
+    if failures:
+        note += f"; {len(failures)} FAILED: {failures[0]}"
+    report.direct = sent
+    report.direct_note = note
+    log.warning("%s", note)

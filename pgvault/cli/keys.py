@@ -1,4 +1,4 @@
-"""`pgvault keys generate`."""
+"""`pgvault keys generate` (age) and `pgvault keys rotate-hmac` (message key)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import typer
 
 from pgvault.cli.output import emit_json
 
-app = typer.Typer(no_args_is_help=True, help="Client-side encryption keys (age).")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Client-side encryption keys (age) and the message authentication key (HMAC).",
+)
 
 
 @app.command("generate")
@@ -39,3 +42,43 @@ def generate_cmd(
         f"identity written to {output} (mode 0600); add the line above to [encryption] recipients",
         err=True,
     )
+
+
+@app.command("rotate-hmac")
+def rotate_hmac_cmd(
+    ctx: typer.Context,
+    grace_hours: float = typer.Option(
+        24.0,
+        "--grace-hours",
+        min=0,
+        help="How long messages signed with the previous key are still accepted.",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print {key_file, current, accepted}."),
+) -> None:
+    """Rotate the cluster's message key (`[broker] hmac_key_file`, mode 0600).
+
+    A new key signs from now on; the previous one keeps verifying for --grace-hours so
+    messages already queued are not refused. Running stages pick up the change without a
+    restart. Copy the file to every host that runs pgvault stages of this cluster.
+    """
+    from datetime import timedelta
+
+    from pgvault.broker.auth import rotate_key_file
+    from pgvault.cli import state
+
+    settings = state(ctx).settings
+    path = settings.hmac_key_path
+    ring = rotate_key_file(path, settings.cluster, timedelta(hours=grace_hours))
+    if json_out:
+        emit_json(
+            {
+                "key_file": str(path),
+                "current": ring.current.id,
+                "accepted": [k.id for k in ring.keys],
+            }
+        )
+        return
+    typer.echo(f"{path}: new key {ring.current.id} signs from now on")
+    for key in ring.keys[1:]:
+        until = key.expires.strftime("%Y-%m-%dT%H:%M:%SZ") if key.expires else "-"
+        typer.echo(f"  previous key {key.id} still accepted until {until}")

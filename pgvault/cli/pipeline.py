@@ -90,6 +90,7 @@ def worker(
     workers may run at once; the catalog queue has a single active consumer.
     """
     from pgvault.broker import open_broker
+    from pgvault.broker.base import declare_until_up
     from pgvault.cli import state
     from pgvault.consumers.factory import build_stage
     from pgvault.consumers.worker import Worker, install_stop_handlers, sd_notify
@@ -100,10 +101,13 @@ def worker(
             update={"broker": settings.broker.model_copy(update={"prefetch": 1})}
         )
     broker = open_broker(settings)
-    broker.declare()
     stop = threading.Event()
     restore = install_stop_handlers(stop, f"worker {stage.value}")
     try:
+        if once:
+            broker.declare()
+        elif not declare_until_up(broker, stop, f"worker {stage.value}"):
+            return
         impl = build_stage(stage.value, settings, broker)
         sd_notify("READY=1")
         stats = Worker(impl, broker, settings.cluster).run(once=once, stop=stop)

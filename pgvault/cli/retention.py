@@ -119,6 +119,11 @@ def _print(data: dict[str, Any], dry_run: bool) -> None:
                 f"wal: {label} {r['first']} .. {r['last']} ({r['segments']} segments): "
                 f"{r['reason']}"
             )
+    for item in data.get("skipped", []):
+        typer.echo(
+            f"SKIPPED {item['kind']} row {item['name']!r}: {item['problem']} (kept; inspect "
+            "the catalog)"
+        )
     if data["resume"]:
         typer.echo(f"finishing {len(data['resume'])} deletion(s) a previous run left half-done")
     if "result" in data:

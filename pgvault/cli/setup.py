@@ -7,17 +7,35 @@ import os
 import pwd
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from pgvault.cli.output import emit_json
 from pgvault.errors import PgvaultError
 
+if TYPE_CHECKING:
+    from pgvault.config import Settings
+
 
 def _chown(path: Path, owner: str | None) -> None:
     if owner and os.geteuid() == 0:
         pw = pwd.getpwnam(owner)
         os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _make_key(settings: Settings, owner: str | None) -> str:
+    """The cluster's message HMAC key (pgvault.broker.auth), created once, mode 0600,
+    owned by the service user."""
+    from pgvault.broker.auth import create_key_file
+
+    path = settings.hmac_key_path
+    ids = None
+    if owner and os.geteuid() == 0:
+        pw = pwd.getpwnam(owner)
+        ids = (pw.pw_uid, pw.pw_gid)
+    created = create_key_file(path, settings.cluster, ids)
+    return f"{path}: {'created' if created else 'ok'} (message HMAC key, mode 0600)"
 
 
 def init(
@@ -34,8 +52,9 @@ def init(
         help="Print the RabbitMQ definitions (rabbitmqctl import_definitions) and exit.",
     ),
 ) -> None:
-    """Create the spool (owned by postgres, mode 0750), the catalog, the broker topology and
-    check the store with a canary object. Idempotent: a second run changes nothing. Every
+    """Create the spool (owned by postgres, mode 0750), the catalog, the message key (HMAC,
+    mode 0600, `[broker] hmac_key_file`), the broker topology and check the store with a
+    canary object. Idempotent: a second run changes nothing. Every
     step is reported; exit 1 when one failed (the others still ran)."""
     from pgvault import spool
     from pgvault.broker import open_broker, topology_for
@@ -97,6 +116,7 @@ def init(
 
     step("spool", make_spool)
     step("catalog", make_catalog)
+    step("msg key", lambda: _make_key(settings, owner))
     step("broker", make_topology)
     step("store", check_store)
     if failed:

@@ -69,21 +69,27 @@ class AlertStage:
 
     # -- one message -----------------------------------------------------------------
     def handle(self, event: ArtifactEvent | AlertEvent) -> None:
-        if not isinstance(event, AlertEvent):
-            return
+        if isinstance(event, AlertEvent):
+            self.notify(event)
+
+    def notify(self, event: AlertEvent) -> str:
+        """Decide (dedupe, rate limit) and deliver one alert; returns the decision,
+        "sent" when it went to every channel. Raises ChannelError when one failed.
+        Also used by `check` to deliver directly when the broker is down."""
         self.flush_quietly()
         alog = for_artifact(log, f"alert/{event.check}/{event.subject or '-'}")
         decision = self.state.decide(event, self.clock(), self.policy)
         note = from_event(event)
         if decision in ("repeat", "quiet", "stale", "duplicate"):
             alog.debug("%s: not sent (%s)", note.title, decision)
-            return
+            return decision
         if decision == "hold":
             alog.warning("%s: held for the next digest (rate limit)", note.title)
-            return
+            return decision
         level = logging.INFO if event.severity in ("info", "resolved") else logging.WARNING
         alog.log(level, "%s: %s", note.title, event.summary)
         self._deliver(event.event_id, note, alog)
+        return "sent"
 
     def _deliver(self, event_id: str, note: Notification, alog: ArtifactLogger) -> None:
         done = self.state.delivered_channels(event_id)

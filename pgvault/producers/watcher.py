@@ -24,7 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from pgvault import spool
-from pgvault.broker.base import Broker
+from pgvault.broker.base import Broker, declare_until_up
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
 from pgvault.config import Settings
@@ -93,7 +93,13 @@ class Producer:
         return False
 
     def announce(self, art: SpoolArtifact) -> bool:
-        if not self._publish(art.ready_event(self.settings.cluster)):
+        try:
+            event = art.ready_event(self.settings.cluster)
+        except ValueError as exc:  # a name the schema refuses never leaves the spool
+            reason = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+            for_artifact(log, f"{art.kind}/{art.name}").error("not announced: %s", reason)
+            return False
+        if not self._publish(event):
             return False
         self.announced[(art.kind, art.name)] = time.monotonic()
         for_artifact(log, f"{art.kind}/{art.name}").info("announced")
@@ -170,13 +176,16 @@ class Producer:
     # -- the daemon ----------------------------------------------------------------
     def run(self, *, once: bool = False) -> None:
         spool.ensure_layout(self.spool_dir)
-        self.broker.declare()
         if once:
+            self.broker.declare()
             self.publish_alert_files()
             self.reconcile(initial=True)
             self.clean_spool()
             self.clean_stale_tmp()
             self.export_receipts()
+            return
+        # started while the broker is down: wait for it (the spool keeps everything)
+        if not declare_until_up(self.broker, self.stop, "producer"):
             return
         events: queue.Queue[Path] = queue.Queue()
         observer = Observer()

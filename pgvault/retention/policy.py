@@ -11,7 +11,8 @@ Rules ([retention], defaults from the seed):
   consistent point); history files while any retained segment or backup is on or after
   their timeline; with no verified base backup at all, no WAL is deleted;
 - never: anything not yet verified (still in the pipeline), anything an unexpired lease
-  (a running restore or drill) covers.
+  (a running restore or drill) covers, nor a row whose name cannot be parsed (it is
+  skipped and reported in `skipped`; one bad row never stops retention).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pgvault.catalog.leases import LeaseSet, active
 from pgvault.catalog.queries import SELECT_ALL
 from pgvault.catalog.rows import ArtifactRow, BackupRow, artifact_row, backup_row
 from pgvault.config import RetentionSettings
+from pgvault.schemas.events import check_artifact_name
 from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name, segment_name
 
 PENDING = ("ready", "stored")
@@ -65,21 +67,43 @@ class RetentionPlan:
     wal: list[WalRange] = field(default_factory=list)
     resume: list[tuple[str, str]] = field(default_factory=list)  # expiring, not yet deleted
     anchor: str | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)  # rows it cannot parse
 
     def removed(self, kind: str | None = None) -> list[Decision]:
         return [d for d in self.decisions if d.remove and (kind is None or d.kind == kind)]
 
 
-def _query(catalog: CatalogDB, kind: str) -> list[dict[str, Any]]:
-    return catalog.query(
+def _parseable(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The rows whose names are what their kind says (schemas.events); the others are
+    reported in `skipped` and left alone (kept, never deleted)."""
+    good = []
+    for row in rows:
+        try:
+            check_artifact_name(str(row["kind"]), str(row["name"]))
+        except ValueError as exc:
+            skipped.append(
+                {"kind": str(row["kind"]), "name": str(row["name"]), "problem": str(exc)}
+            )
+            continue
+        good.append(row)
+    return good
+
+
+def _query(
+    catalog: CatalogDB, kind: str, skipped: list[dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    rows = catalog.query(
         f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = ? AND deleted_at IS NULL "  # noqa: S608
         "AND expiring_at IS NULL ORDER BY finished_at DESC",
         (kind,),
     )
+    return _parseable(rows, [] if skipped is None else skipped)
 
 
-def _rows(catalog: CatalogDB, kind: str) -> list[ArtifactRow]:
-    return [artifact_row(r) for r in _query(catalog, kind)]
+def _rows(
+    catalog: CatalogDB, kind: str, skipped: list[dict[str, str]] | None = None
+) -> list[ArtifactRow]:
+    return [artifact_row(r) for r in _query(catalog, kind, skipped)]
 
 
 def _decide(row: ArtifactRow, keep: list[str], leases: LeaseSet, old_reason: str) -> Decision:
@@ -92,12 +116,16 @@ def _decide(row: ArtifactRow, keep: list[str], leases: LeaseSet, old_reason: str
 
 
 def _logical(
-    catalog: CatalogDB, cfg: RetentionSettings, now: datetime, leases: LeaseSet
+    catalog: CatalogDB,
+    cfg: RetentionSettings,
+    now: datetime,
+    leases: LeaseSet,
+    skipped: list[dict[str, str]],
 ) -> list[Decision]:
     cut = iso(now - timedelta(days=cfg.logical_days))
     newest: dict[str, str] = {}
     out = []
-    for row in _rows(catalog, "logical"):
+    for row in _rows(catalog, "logical", skipped):
         keep = []
         db = str(row.db)
         if row.state == "verified" and db not in newest:
@@ -125,7 +153,7 @@ def _physical(
     """Decisions on base backups; the verified ones kept; the anchor of the WAL window."""
     cut = iso(now - timedelta(weeks=cfg.physical_weeks))
     wal_cut = iso(now - timedelta(days=cfg.wal_days))
-    rows = [backup_row(r) for r in _query(catalog, "physical")]
+    rows = [backup_row(r) for r in _query(catalog, "physical", plan.skipped)]
     verified = [r for r in rows if r.state == "verified"]
     anchor = next((r for r in verified if (r.finished_at or "") <= wal_cut), None)
     out: list[Decision] = []
@@ -206,11 +234,13 @@ def _odd_wal_and_history(
     kept: list[BackupRow],
     floor: int | None,
     leases: LeaseSet,
+    *,
+    skipped: list[dict[str, str]],
 ) -> list[Decision]:
     kept_tlis = {r.timeline for r in ranges if not r.remove}
     kept_tlis |= {int(r.timeline or 1) for r in kept}
     out = []
-    for row in _rows(catalog, "history"):
+    for row in _rows(catalog, "history", skipped):
         tli = parse_name(row.name).timeline
         keep = (
             ["a retained segment or backup is on or after its timeline"]
@@ -218,9 +248,12 @@ def _odd_wal_and_history(
             else []
         )
         out.append(_decide(row, keep, leases, "no retained WAL on or after its timeline"))
-    odd = catalog.query(
-        f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = 'wal' "  # noqa: S608
-        "AND segno IS NULL AND deleted_at IS NULL AND expiring_at IS NULL"
+    odd = _parseable(
+        catalog.query(
+            f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = 'wal' "  # noqa: S608
+            "AND segno IS NULL AND deleted_at IS NULL AND expiring_at IS NULL"
+        ),
+        skipped,
     )
     for row in map(artifact_row, odd):
         wal = parse_name(row.name)
@@ -238,11 +271,13 @@ def _odd_wal_and_history(
 def plan(catalog: CatalogDB, cfg: RetentionSettings, now: datetime) -> RetentionPlan:
     leases = active(catalog, now)
     result = RetentionPlan(now=iso(now))
-    result.decisions += _logical(catalog, cfg, now, leases)
+    result.decisions += _logical(catalog, cfg, now, leases, result.skipped)
     physical, kept, anchor = _physical(catalog, cfg, now, leases, result)
     result.decisions += physical
     result.wal, floor = _wal_ranges(catalog, kept, anchor, leases)
-    result.decisions += _odd_wal_and_history(catalog, result.wal, kept, floor, leases)
+    result.decisions += _odd_wal_and_history(
+        catalog, result.wal, kept, floor, leases, skipped=result.skipped
+    )
     result.resume = [
         (r["kind"], r["name"])
         for r in catalog.query(
@@ -289,4 +324,5 @@ def summary(retention: RetentionPlan) -> dict[str, Any]:
         "wal_segments": wal,
         "artifacts": dict(groups),
         "resume": [f"{k}/{n}" for k, n in retention.resume],
+        "skipped": retention.skipped,
     }

@@ -12,13 +12,24 @@ same major version with unknown extra fields ignored, so producers can add field
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pgvault.errors import MessageError
+from pgvault.ids import BACKUP_ID_RE
+from pgvault.walfile import parse_name
 
 SCHEMA_VERSION: Final = 1
 
@@ -30,8 +41,67 @@ KINDS: tuple[str, ...] = ("wal", "history", "logical", "physical")
 _SHA = r"^[0-9a-f]{64}$"
 
 
+_CLUSTER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def check_identifier(value: str, what: str = "database name") -> str:
+    """Any name PostgreSQL accepts: 1-63 bytes, no NUL. (Path safety is the job of the
+    code that turns it into a path or key, not of this check.)"""
+    if not value:
+        raise ValueError(f"empty {what}")
+    if "\0" in value:
+        raise ValueError(f"{what} contains NUL")
+    if len(value.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ValueError(f"{what} longer than {MAX_IDENTIFIER_BYTES} bytes")
+    return value
+
+
+def check_component(value: str, what: str = "file name") -> str:
+    """A single path component: non-empty, no '/', '\\' or NUL, not '.' or '..'."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+        raise ValueError(f"{what} {value[:80]!r} is not a plain file name")
+    if len(value.encode()) > 255:
+        raise ValueError(f"{what} longer than 255 bytes")
+    return value
+
+
+def check_backup_id(value: str) -> str:
+    if not BACKUP_ID_RE.match(value):
+        raise ValueError(f"backup id {value[:80]!r} is not an id (YYYYMMDDTHHMMSSZ)")
+    return value
+
+
+def check_artifact_name(kind: str, name: str) -> str:
+    """The name of an artifact of `kind` (see the module docstring), or ValueError."""
+    if kind in ("wal", "history"):
+        try:
+            wal = parse_name(name)
+        except ValueError:
+            raise ValueError(f"{name[:80]!r} is not a WAL file name") from None
+        if wal.kind != kind:
+            raise ValueError(f"{name!r} is a {wal.kind} file name, not {kind}")
+        return name
+    if kind == "logical":
+        db, sep, backup_id = name.rpartition("/")
+        if not sep:
+            raise ValueError(f"logical backup name {name[:80]!r} is not <database>/<backup_id>")
+        check_identifier(db)
+        check_backup_id(backup_id)
+        return name
+    return check_backup_id(name)
+
+
+def check_key(value: str) -> str:
+    """An object key: relative, '/'-separated, no empty, '.' or '..' component, no NUL."""
+    parts = value.split("/")
+    if "\0" in value or "\\" in value or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"object key {value[:120]!r} is not a plain relative key")
+    return value
 
 
 class _Model(BaseModel):
@@ -50,6 +120,16 @@ class FileInfo(_Model):
     codec: Literal["zstd", "none"] | None = None
     encryption: Literal["age", "none"] | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return check_component(value)
+
+    @field_validator("key")
+    @classmethod
+    def _plain_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_key(value)
+
 
 class ArtifactEvent(_Model):
     v: Literal[1] = SCHEMA_VERSION
@@ -64,6 +144,32 @@ class ArtifactEvent(_Model):
     meta: dict[str, Any] = {}
     reupload: bool = False  # ready event asking upload to replace a bad stored copy
     error: str | None = None  # corrupt/missing: what was wrong
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        if not _CLUSTER.match(value):
+            raise ValueError(f"cluster {value[:80]!r} is not a cluster name")
+        return value
+
+    @model_validator(mode="after")
+    def _names(self) -> ArtifactEvent:
+        """Names are validated at the schema boundary (invariant 12): a bad one never
+        reaches a stage, the catalog or a path."""
+        check_artifact_name(self.kind, self.name)
+        if self.kind in ("wal", "history") and [f.name for f in self.files] != [self.name]:
+            raise ValueError(f"a {self.kind} artifact has exactly one file, named {self.name}")
+        db = self.meta.get("db")
+        if db is not None:
+            if not isinstance(db, str):
+                raise ValueError("meta.db must be a string")
+            check_identifier(db)
+        backup_id = self.meta.get("backup_id")
+        if backup_id is not None:
+            if not isinstance(backup_id, str):
+                raise ValueError("meta.backup_id must be a string")
+            check_backup_id(backup_id)
+        return self
 
     @property
     def routing_key(self) -> str:

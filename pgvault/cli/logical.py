@@ -34,7 +34,8 @@ def backup_logical(
 
     Each dump runs inside an exported snapshot whose exact row counts go into
     manifest.json; the dump is checked with pg_restore --list, fsynced, and the manifest
-    written last before the backup directory is renamed into spool_dir/logical/<db>/.
+    written last before the backup directory is renamed into spool_dir/logical/<db>/
+    (<db> percent-encoded outside [A-Za-z0-9_.-] and for a leading dot).
     The producer then announces it to the upload, verify and catalog workers. One
     database failing does not stop the others: each failure is one error line and a
     `backup_failed` alert, and the exit code is 1.
@@ -44,10 +45,9 @@ def backup_logical(
     from pgvault.cli import state
     from pgvault.errors import CatalogError
     from pgvault.producers.logical import run_backups
-    from pgvault.producers.pgdump import check_db_name
 
     settings = state(ctx).settings
-    dbs = [check_db_name(d) for d in _databases(ctx, db)]
+    dbs = _databases(ctx, db)  # each name is checked by its own backup: one bad name fails alone
     try:
         catalog = open_catalog(settings)
     except CatalogError as exc:  # the dumps matter more than the record of them

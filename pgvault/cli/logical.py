@@ -82,12 +82,26 @@ def _print_restore(report: Any) -> None:
         + (f" ({what})" if report.replaced else "")
     )
     rows = [
-        (f"{t.schema}.{t.name}", t.expected, t.restored, "ok" if t.ok else "MISMATCH")
+        (
+            f"{t.schema}.{t.name}",
+            t.expected,
+            t.restored,
+            "" if t.tree_expected is None else f"{t.tree_restored}/{t.tree_expected}",
+            "ok" if t.ok else "MISMATCH",
+        )
         for t in report.tables
     ]
-    table(None, ["table", "manifest rows", "restored rows", "check"], rows)
+    table(None, ["table", "manifest rows", "restored rows", "through parent", "check"], rows)
     for item in report.skipped:
         typer.echo(f"not restored: {item}")
+    for item in report.database_differences:
+        typer.echo(f"database property differs: {item}")
+    lo = report.large_objects
+    if lo is not None and lo.referenced:
+        typer.echo(
+            f"large objects referenced: {lo.referenced} ({lo.present} present, {lo.restored} "
+            f"restored from the dump, {lo.missing} MISSING)"
+        )
     timings = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in report.timings.items())
     typer.echo(
         f"{len(report.tables)} table(s) checked, {len(report.mismatches)} mismatch(es); {timings}"

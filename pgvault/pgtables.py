@@ -67,3 +67,13 @@ def existing(conn: Connection, tables: Iterable[TableRef]) -> set[TableRef]:
 def count_all(conn: Connection, tables: Iterable[TableRef] | None = None) -> dict[TableRef, int]:
     """Exact row counts of the given tables (default: every user table)."""
     return {t: count_rows(conn, t) for t in (list_tables(conn) if tables is None else tables)}
+
+
+def count_through(conn: Connection, table: TableRef) -> int | None:
+    """Rows of a table with its partitions/children (no ONLY); None when it is missing."""
+    if table not in existing(conn, [table]):
+        return None
+    query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(table.schema), sql.Identifier(table.name)
+    )
+    return int(fetch_value(conn, query))

@@ -114,6 +114,7 @@ SUBSIDIARY = frozenset(
         "SEQUENCE OWNED BY",
         "SEQUENCE SET",
         "STATISTICS",
+        "TABLE ATTACH",
         "TABLE DATA",
         "TRIGGER",
         "VIEW",
@@ -197,10 +198,45 @@ def data_tables(entries: Iterable[TocEntry], tables: Iterable[TableRef]) -> set[
     return found
 
 
+def _ref(e: TocEntry) -> TableRef:
+    schema, _, tag = e.rest.partition(" ")
+    return TableRef(schema, tag.rsplit(" ", 1)[0] if " " in tag else tag)
+
+
+def partitions(entries: list[TocEntry]) -> dict[TableRef, list[TableRef]]:
+    """Partitioned table -> its direct partitions, from the `TABLE ATTACH` entries (each
+    depends on the partition's and the parent's TABLE entries)."""
+    by_id = {e.id: e for e in entries if e.desc == "TABLE"}
+    out: dict[TableRef, list[TableRef]] = {}
+    for e in entries:
+        if e.desc != "TABLE ATTACH":
+            continue
+        tables = [by_id[d] for d in e.deps if d in by_id]
+        ref = _ref(e)
+        child = next((t for t in tables if t.names(ref.schema, ref.name)), None)
+        parent = next((t for t in tables if t is not child), None)
+        if child is not None and parent is not None:
+            out.setdefault(_ref(parent), []).append(_ref(child))
+    return out
+
+
+def partition_tree(tree: dict[TableRef, list[TableRef]], root: TableRef) -> list[TableRef]:
+    """Every partition under `root`, sub-partitions included (root itself left out)."""
+    out: list[TableRef] = []
+    todo = list(tree.get(root, []))
+    while todo:
+        t = todo.pop(0)
+        if t not in out:
+            out.append(t)
+            todo.extend(tree.get(t, []))
+    return out
+
+
 @dataclass
 class Selection:
     entries: list[TocEntry]  # in TOC order
     skipped: list[str]  # entries left out, with the reason
+    tables: list[TableRef] = field(default_factory=list)  # requested + their partitions
 
 
 def _closure(entries: list[TocEntry], seed: set[int], descs: frozenset[str]) -> set[int]:
@@ -242,9 +278,16 @@ def select_tables(
     """The entries that (re)create `tables` with their data in the target database.
 
     new_database: the target was just created empty, so what the tables need (schemas,
-    types, functions, sequences) is restored too. Entries that need a relation the target
-    does not have (e.g. a foreign key to a table that was not selected) are skipped."""
+    types, functions, sequences) is restored too. A partitioned table brings its whole
+    partition tree, attached; a partition whose parent is neither selected nor in the
+    target is refused (it would come back detached). Entries that need a relation the
+    target does not have (e.g. a foreign key to a table that was not selected) are
+    skipped."""
     by_id = {e.id: e for e in entries}
+    tree = partitions(entries)
+    tables = list(tables)
+    for t in list(tables):
+        tables += [p for p in partition_tree(tree, t) if p not in tables]
     seed = set()
     for t in tables:
         found = [e for e in entries if e.desc == "TABLE" and e.names(t.schema, t.name)]
@@ -266,10 +309,7 @@ def select_tables(
         for dep in by_id[i].deps
         if dep in by_id and dep not in chosen and by_id[dep].desc in RELATIONS
     }
-    refs: dict[int, TableRef] = {}
-    for dep, e in outside.items():
-        schema, _, tag = e.rest.partition(" ")
-        refs[dep] = TableRef(schema, tag.rsplit(" ", 1)[0] if " " in tag else tag)
+    refs = {dep: _ref(e) for dep, e in outside.items()}
     present = set() if new_database else relation_exists(list(set(refs.values())))
     missing = {dep for dep, ref in refs.items() if ref not in present}
     skipped: list[str] = []
@@ -279,6 +319,12 @@ def select_tables(
         for i in sorted(chosen):
             e = by_id[i]
             bad = [d for d in e.deps if d in missing]
+            if i not in seed and bad and e.desc == "TABLE ATTACH":
+                raise RestoreError(
+                    f"partition {_ref(e).qualified} would come back detached: its parent "
+                    f"{_ref(by_id[bad[0]]).qualified} is neither selected nor in the target; "
+                    "select the parent with --table (it brings its whole partition tree)"
+                )
             if i not in seed and bad:
                 chosen.discard(i)
                 missing.add(i)
@@ -287,7 +333,7 @@ def select_tables(
     if new_database:
         chosen |= _prerequisites(by_id, chosen)
     chosen |= {e.id for e in entries if e.desc in SPECIAL}
-    return Selection([e for e in entries if e.id in chosen], skipped)
+    return Selection([e for e in entries if e.id in chosen], skipped, tables)
 
 
 def list_file(selection: Selection) -> str:

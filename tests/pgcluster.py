@@ -136,7 +136,8 @@ class PgCluster:
 
     # -- SQL -----------------------------------------------------------------------
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"host=127.0.0.1 port={self.port} user={PG_USER} dbname={dbname}"
+        quoted = dbname.replace("\\", "\\\\").replace("'", "\\'")
+        return f"host=127.0.0.1 port={self.port} user={PG_USER} dbname='{quoted}'"
 
     @contextlib.contextmanager
     def connect(self, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:

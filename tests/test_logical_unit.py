@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pgvault import pgtoc
+from pgvault import dbname, pgtoc
 from pgvault.catalog.artifacts import apply_event
 from pgvault.catalog.backups import logical_backups, pick_logical
 from pgvault.catalog.db import CatalogDB
@@ -190,9 +190,22 @@ def test_names_versions_and_compression() -> None:
     version, major = tool_version(find_tool("pg_dump"))
     assert major >= 15 and version.startswith(str(major))
     assert check_db_name("medusa_production") == "medusa_production"
-    for bad in ("", "a/b", ".hidden", "x" * 64):
+    for bad in ("", "a\0b", "x" * 64, "ü" * 32):
         with pytest.raises(UsageError):
             check_db_name(bad)
+    # issue 16 §5: any name PostgreSQL accepts is backed up, under an encoded path/key
+    for odd, enc in (
+        ("a/b", "a%2Fb"),
+        (".hidden", "%2Ehidden"),
+        ("..", "%2E."),
+        ("Ext DB/ü..", "Ext%20DB%2F%C3%BC.."),
+        ("100%", "100%25"),
+        ("app.v2-x_y", "app.v2-x_y"),
+    ):
+        assert check_db_name(odd) == odd
+        assert dbname.encode(odd) == enc and dbname.decode(enc) == odd
+    with pytest.raises(ValueError):
+        dbname.decode("a/b")
     when = datetime(2026, 11, 24, 23, 0, tzinfo=UTC)
     assert scratch_name("medusa_production", when) == "medusa_production_verify_20261124"
     long = scratch_name("ö" * 40 + "-x" * 20, when)

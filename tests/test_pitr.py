@@ -106,6 +106,8 @@ def test_restore_to_three_points_in_time_matches_the_table(
 def test_a_base_backup_restores_to_its_consistent_point(make_env: EnvFactory) -> None:
     env = make_env("local")
     pg = prepare(env)
+    pg.sql("CREATE UNLOGGED TABLE scratch_u (x int)")  # issue 16 §6
+    pg.sql("INSERT INTO scratch_u SELECT generate_series(1, 8)")
     at_backup = snapshot(pg)
     env.cli("backup", "physical")
     pg.sql("INSERT INTO ticks(note) VALUES ('after the backup')")
@@ -120,6 +122,12 @@ def test_a_base_backup_restores_to_its_consistent_point(make_env: EnvFactory) ->
         dsn = f"host={result['socket_dir']} port={result['port']} user=postgres dbname=postgres"
         assert snapshot(None, dsn) == at_backup
         assert result["target"] == "immediate" and result["segments"] == 0
+        # PostgreSQL empties unlogged tables in any restore: the report says so
+        assert result["unlogged"] == [
+            {"db": "postgres", "schema": "public", "name": "scratch_u", "kind": "table"}
+        ]
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM scratch_u").fetchone() == (0,)
     finally:
         stop_server(target_dir)
     bad = env.cli("restore", "pitr", "--target-dir", str(env.base / "x"), check=False)
@@ -165,6 +173,7 @@ def test_restorable_before_first_backup_and_across_a_gap(make_env: EnvFactory) -
 def test_pitr_drill_restores_from_the_store_and_records_rto(make_env: EnvFactory) -> None:
     env = make_env("s3")
     pg = prepare(env)
+    pg.sql("CREATE UNLOGGED TABLE scratch_u (x int)")
     env.cli("backup", "physical")
     for i in range(3):
         pg.sql("INSERT INTO ticks(note) VALUES (%s)", (f"drill {i}",))
@@ -177,6 +186,9 @@ def test_pitr_drill_restores_from_the_store_and_records_rto(make_env: EnvFactory
     result = env.cli_json("drill", "pitr", "--scratch-dir", str(scratch), "--seed", "7")
     assert result["ok"] is True, result
     assert result["details"]["sanity_query"] == "ok" and result["details"]["databases"] >= 1
+    assert result["details"]["unlogged"] == [
+        {"db": "postgres", "schema": "public", "name": "scratch_u", "kind": "table"}
+    ]
     assert result["duration_s"] > 0
     assert list(scratch.iterdir()) == []  # nothing left behind
     cat = env.catalog()

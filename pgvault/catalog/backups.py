@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pgvault import dbname
 from pgvault.catalog.db import CatalogDB, iso
 from pgvault.catalog.queries import SELECT_ALL
 from pgvault.catalog.rows import DumpRow, dump_row
@@ -43,7 +44,7 @@ def pick_logical(
     """The dump to restore: the one named by backup_id, else the newest verified dump
     that finished at or before `at` (default: the newest). NotRestorable otherwise."""
     if backup_id is not None:
-        name = f"{db}/{backup_id}"
+        name = f"{dbname.encode(db)}/{backup_id}"
         rows = catalog.query(
             f"SELECT {_COLS} FROM artifacts WHERE kind = 'logical' AND name = ?",  # noqa: S608
             (name,),

@@ -34,7 +34,8 @@ def backup_logical(
 
     Each dump runs inside an exported snapshot whose exact row counts go into
     manifest.json; the dump is checked with pg_restore --list, fsynced, and the manifest
-    written last before the backup directory is renamed into spool_dir/logical/<db>/.
+    written last before the backup directory is renamed into spool_dir/logical/<db>/
+    (<db> percent-encoded outside [A-Za-z0-9_.-] and for a leading dot).
     The producer then announces it to the upload, verify and catalog workers. One
     database failing does not stop the others: each failure is one error line and a
     `backup_failed` alert, and the exit code is 1.
@@ -44,10 +45,9 @@ def backup_logical(
     from pgvault.cli import state
     from pgvault.errors import CatalogError
     from pgvault.producers.logical import run_backups
-    from pgvault.producers.pgdump import check_db_name
 
     settings = state(ctx).settings
-    dbs = [check_db_name(d) for d in _databases(ctx, db)]
+    dbs = _databases(ctx, db)  # each name is checked by its own backup: one bad name fails alone
     try:
         catalog = open_catalog(settings)
     except CatalogError as exc:  # the dumps matter more than the record of them
@@ -82,12 +82,26 @@ def _print_restore(report: Any) -> None:
         + (f" ({what})" if report.replaced else "")
     )
     rows = [
-        (f"{t.schema}.{t.name}", t.expected, t.restored, "ok" if t.ok else "MISMATCH")
+        (
+            f"{t.schema}.{t.name}",
+            t.expected,
+            t.restored,
+            "" if t.tree_expected is None else f"{t.tree_restored}/{t.tree_expected}",
+            "ok" if t.ok else "MISMATCH",
+        )
         for t in report.tables
     ]
-    table(None, ["table", "manifest rows", "restored rows", "check"], rows)
+    table(None, ["table", "manifest rows", "restored rows", "through parent", "check"], rows)
     for item in report.skipped:
         typer.echo(f"not restored: {item}")
+    for item in report.database_differences:
+        typer.echo(f"database property differs: {item}")
+    lo = report.large_objects
+    if lo is not None and lo.referenced:
+        typer.echo(
+            f"large objects referenced: {lo.referenced} ({lo.present} present, {lo.restored} "
+            f"restored from the dump, {lo.missing} MISSING)"
+        )
     timings = ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in report.timings.items())
     typer.echo(
         f"{len(report.tables)} table(s) checked, {len(report.mismatches)} mismatch(es); {timings}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -172,6 +172,7 @@ def restore_pitr(
             f"{result.restored_to or '(none since the backup)'}, in {result.duration_s:.1f}s"
         )
         typer.echo(f"connect: psql -h {result.socket_dir} -p {result.port}")
+        _print_unlogged(result.unlogged)
     else:
         typer.echo(f"start it with: pg_ctl -D {result.target_dir} start  (port {result.port})")
 
@@ -224,8 +225,18 @@ def drill_pitr(
             f"{result.backup_id}, RTO {result.duration_s:.1f}s"
             + ("" if result.ok else f": {result.details.get('error')}")
         )
+        _print_unlogged(result.details.get("unlogged") or [])
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _print_unlogged(relations: list[Any]) -> None:
+    """PostgreSQL empties unlogged relations in any restore: said, not mistaken for loss."""
+    for rel in relations:
+        typer.echo(
+            f"unlogged {rel['kind']} {rel['schema']}.{rel['name']} in database {rel['db']}: "
+            "empty after the restore (PostgreSQL does not WAL-log it; not data loss)"
+        )
 
 
 def wal_restore(

@@ -4,8 +4,9 @@ For one database:
 
 1. open a REPEATABLE READ transaction and `pg_export_snapshot()`;
 2. run `pg_dump --format=custom --snapshot=...` into a hidden directory
-   `spool_dir/logical/<db>/.<backup_id>.tmp/` while the same transaction counts the rows of
-   every table (so the counts describe exactly the rows in the dump);
+   `spool_dir/logical/<db>/.<backup_id>.tmp/` (<db> encoded by `pgvault.dbname.encode`)
+   while the same transaction counts the rows of every table (so the counts describe
+   exactly the rows in the dump);
 3. check the dump with `pg_restore --list` (and that every non-empty table has data in it);
 4. fsync, write `manifest.json` last (the commit marker), rename the directory to
    `<backup_id>` and fsync its parent. The spool watcher announces it from there.
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgvault import pg, spool
+from pgvault import dbname, pg, spool
 from pgvault import pgtoc as toc
 from pgvault.alerting import raise_alert
 from pgvault.broker.base import Broker
@@ -36,6 +37,7 @@ from pgvault.catalog.db import CatalogDB, iso
 from pgvault.catalog.queries import state_of
 from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
+from pgvault.dbprops import database_properties
 from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
@@ -74,9 +76,9 @@ class DumpOutcome:
         return asdict(self)
 
 
-def _db_lock(root: Path, db: str) -> contextlib.AbstractContextManager[None]:
-    """One backup per database at a time (lock file `logical/.<db>.lock`)."""
-    return spool.exclusive(root / f".{db}.lock", root / db, "logical backup of this database")
+def _db_lock(root: Path, enc: str) -> contextlib.AbstractContextManager[None]:
+    """One backup per database at a time (lock file `logical/.<encoded db>.lock`)."""
+    return spool.exclusive(root / f".{enc}.lock", root / enc, "logical backup of this database")
 
 
 def _friendly(exc: PgvaultError, settings: Settings, db: str) -> str:
@@ -129,25 +131,26 @@ class LogicalBackup:
             error = f"unexpected {type(exc).__name__}: {exc}"
             return DumpOutcome(db, False, error=error, duration_s=_since(start))
 
-    def _new_id(self, db: str, db_dir: Path) -> tuple[str, datetime]:
+    def _new_id(self, enc: str, db_dir: Path) -> tuple[str, datetime]:
         """A backup id no other backup of this database has, in the spool or the catalog."""
         catalog = self.catalog
 
         def taken(backup_id: str) -> bool:
             if (db_dir / backup_id).exists():
                 return True
-            name = f"{db}/{backup_id}"
+            name = f"{enc}/{backup_id}"
             return catalog is not None and state_of(catalog, "logical", name) is not None
 
         return unique_backup_id(taken)
 
     def _run(self, db: str) -> DumpOutcome:
         check_db_name(db)
+        enc = dbname.encode(db)  # spool directory, dump file and object keys
         tools = self.tools()
-        db_dir = self.root / db
-        with _db_lock(self.root, db):
-            backup_id, started = self._new_id(db, db_dir)
-            alog = for_artifact(log, f"logical/{db}/{backup_id}")
+        db_dir = self.root / enc
+        with _db_lock(self.root, enc):
+            backup_id, started = self._new_id(enc, db_dir)
+            alog = for_artifact(log, f"logical/{enc}/{backup_id}")
             work = db_dir / f".{backup_id}.tmp"
             new_dir = not db_dir.exists()
             work.mkdir(mode=0o750, parents=True)
@@ -208,10 +211,11 @@ class LogicalBackup:
         self, db: str, backup_id: str, started: datetime, work: Path, tools: dict[str, Any]
     ) -> LogicalManifest:
         ps = self.settings.postgres
-        dump = work / f"{db}.dump"
+        dump = work / f"{dbname.encode(db)}.dump"
         compress, comp_meta = compression(tools["major"], ps.dump_compression)
         with pg.connect(ps, db) as conn:
             server_num, server_version, dbinfo = self._server(conn, tools)
+            props = database_properties(conn, db)  # issue 16 §3: what --create would carry
             # like pg_dump's own session: no server-side timeouts for the snapshot holder
             pg.fetch_all(conn, "SET idle_in_transaction_session_timeout = 0")
             pg.fetch_all(conn, "SET statement_timeout = 0")
@@ -280,6 +284,7 @@ class LogicalBackup:
             snapshot=snapshot,
             compression=DumpCompression.model_validate(comp_meta),
             database=DatabaseInfo.model_validate(dbinfo or {}),
+            database_properties=dict(props),
             dump_size=digest.size,
             dump_sha256=digest.sha256,
             table_count=len(counts),

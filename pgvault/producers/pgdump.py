@@ -1,11 +1,12 @@
-"""pg_dump facts: tool versions, compression choice, names that are safe in the spool."""
+"""pg_dump facts: tool versions, compression choice, database names."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from pgvault.errors import BackupError, UsageError
+from pgvault import dbname
+from pgvault.errors import BackupError
 from pgvault.pgtools import run_tool
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -14,10 +15,9 @@ TABLES_FILE = "tables.json"
 
 
 def check_db_name(name: str) -> str:
-    """A database name usable as a spool directory and in object keys."""
-    if not name or "/" in name or "\0" in name or name.startswith(".") or len(name) > 63:
-        raise UsageError(f"{name!r} cannot be backed up: bad database name for a spool path")
-    return name
+    """A database name PostgreSQL accepts; its spool directory and object keys use
+    `pgvault.dbname.encode(name)`."""
+    return dbname.check(name)
 
 
 def tool_version(path: str) -> tuple[str, int]:

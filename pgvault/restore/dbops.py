@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from pgvault import pg
 from pgvault.config import Settings
+from pgvault.dbprops import locale_clause
 from pgvault.errors import PgvaultError
 from pgvault.pg import sql
 from pgvault.pgtools import libpq_env
@@ -40,10 +42,21 @@ def role_exists(conn: pg.Connection, role: str) -> bool:
     return bool(pg.fetch_value(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)))
 
 
-def create_database(conn: pg.Connection, name: str, info: DatabaseInfo | None) -> None:
-    """CREATE DATABASE from template0 with the source database's encoding, locale and
-    owner (as recorded in the manifest), where this server can honour them."""
-    info = info or DatabaseInfo()
+def create_database(
+    conn: pg.Connection,
+    name: str,
+    info: DatabaseInfo | None,
+    props: dict[str, Any] | None = None,
+) -> None:
+    """CREATE DATABASE from template0 with the source database's encoding, locale
+    (provider, ICU locale, collation, ctype) and owner, as recorded in the manifest
+    (`database_properties`, else the older `database` key), where this server can
+    honour them."""
+    base = (info or DatabaseInfo()).model_dump()
+    base.update({k: v for k, v in (props or {}).items() if v is not None})
+    info = DatabaseInfo.model_validate(
+        {k: base.get(k) for k in ("encoding", "collate", "ctype", "owner")}
+    )
     query: sql.Composable = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
         sql.Identifier(name)
     )
@@ -53,6 +66,8 @@ def create_database(conn: pg.Connection, name: str, info: DatabaseInfo | None) -
         query += sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(
             sql.Literal(info.collate), sql.Literal(info.ctype)
         )
+    if props:
+        query += locale_clause(props, pg.server_version_num(conn))
     if info.owner and role_exists(conn, info.owner):
         query += sql.SQL(" OWNER {}").format(sql.Identifier(info.owner))
     pg.fetch_all(conn, query)

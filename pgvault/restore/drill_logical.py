@@ -46,6 +46,7 @@ class DrillOutcome:
     duration_s: float = 0.0  # the whole drill, amcheck and clean-up included
     tables: int = 0
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    database_differences: list[str] = field(default_factory=list)  # locale, ACL, settings...
     amcheck: str = "skipped"  # ok | failed | skipped: <why>
     error: str | None = None
 
@@ -124,6 +125,7 @@ class LogicalDrill:
             outcome.dump_finished_at = report.dump_finished_at
             outcome.tables = len(report.tables)
             outcome.mismatches = [asdict(t) for t in report.mismatches]
+            outcome.database_differences = report.database_differences
             if report.ok:
                 outcome.amcheck = amcheck(self.settings, scratch)
             if not report.ok:
@@ -164,6 +166,7 @@ class LogicalDrill:
             "jobs": self.jobs,
             "tables": outcome.tables,
             "mismatches": outcome.mismatches,
+            "database_differences": outcome.database_differences,
             "amcheck": outcome.amcheck,
             "timings": report.timings if report else {},
             "duration_s": outcome.duration_s,

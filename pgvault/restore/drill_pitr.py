@@ -89,6 +89,7 @@ def drill_pitr(
             segments=result.segments,
             wal_bytes=result.wal_bytes,
             port=result.port,
+            unlogged=result.unlogged,  # empty after any restore: PostgreSQL's behaviour
         )
         server = RestoredServer(
             target_dir,

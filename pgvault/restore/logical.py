@@ -13,8 +13,12 @@
    the target in one transaction (pg_restore --clean --single-transaction); an error
    rolls it all back. Into a database that does not exist yet, the target is created and
    what the tables need (schemas, types, functions) is restored first.
-4. Row counts of the restored tables are compared with the manifest; the report says
-   which differ, and a difference makes the command fail.
+   A partitioned table brings its whole partition tree, attached; the large objects
+   the restored rows reference are copied from the dump when the target lacks them.
+4. Row counts of the restored tables are compared with the manifest, per table and, for
+   partitioned tables, through the parent; a whole database also gets the source's
+   properties (locale, comment, connection limit, ACL, settings: `pgvault.dbprops`) and
+   they are compared. The report says what differs, and a difference fails the command.
 """
 
 from __future__ import annotations
@@ -24,13 +28,12 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pgvault import pg, pgtables, pgtoc
+from pgvault import dbprops, pg, pgtables, pgtoc
 from pgvault.catalog.backups import pick_logical
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.rows import DumpRow
@@ -43,14 +46,22 @@ from pgvault.errors import (
     RestoreError,
     UsageError,
 )
-from pgvault.log import for_artifact
-from pgvault.pgtables import TableRef
+from pgvault.log import ArtifactLogger, for_artifact
 from pgvault.pgtools import find_tool, run_tool
 from pgvault.producers.pgdump import TABLES_FILE  # row counts, on their own when encrypted
 from pgvault.progress import byte_progress
-from pgvault.restore import dbops
+from pgvault.restore import dbops, largeobjects
 from pgvault.restore.fetch import fetch_file, free_bytes
-from pgvault.schemas.manifest import MANIFEST_NAME, LogicalManifest, TableCount, parse_logical
+from pgvault.restore.logical_report import (
+    LargeObjectCheck,
+    RestoreReport,
+    TableCheck,
+    add_tree_counts,
+    compare,
+    manifest_counts,
+    resolve_tables,
+)
+from pgvault.schemas.manifest import MANIFEST_NAME, LogicalManifest, parse_logical
 from pgvault.storage import ObjectStore
 from pgvault.storage.codec import load_identities
 
@@ -89,86 +100,6 @@ class RestoreRequest:
                 f"refusing to restore into the source database {self.db}: choose another "
                 "--target-db, or pass --force-in-place to replace it"
             )
-
-
-@dataclass
-class TableCheck:
-    schema: str
-    name: str
-    expected: int | None  # rows in the manifest (None: not in the dump's snapshot)
-    restored: int | None  # rows after the restore (None: table missing)
-
-    @property
-    def ok(self) -> bool:
-        return self.expected == self.restored
-
-
-@dataclass
-class RestoreReport:
-    db: str
-    target_db: str
-    backup: str  # artifact name "<db>/<backup_id>"
-    backup_id: str
-    dump_finished_at: str
-    mode: str  # "database" | "tables"
-    fetched_from: str = ""  # "spool" | "store"
-    jobs: int = 1
-    replaced: bool = False  # an existing target database was replaced
-    tables: list[TableCheck] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def mismatches(self) -> list[TableCheck]:
-        return [t for t in self.tables if not t.ok]
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.mismatches
-
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tables"] = [dict(asdict(t), ok=t.ok) for t in self.tables]
-        data["mismatches"] = len(self.mismatches)
-        data["ok"] = self.ok
-        return data
-
-
-def table_counts(tables: Sequence[TableCount]) -> dict[TableRef, int]:
-    return {TableRef(t.schema_name, t.name): t.rows for t in tables}
-
-
-def manifest_counts(manifest: LogicalManifest) -> dict[TableRef, int]:
-    """Rows per table as the dump's manifest (or its tables file, loaded) records them."""
-    return table_counts(manifest.tables or [])
-
-
-def compare(
-    expected: dict[TableRef, int], restored: dict[TableRef, int], only: list[TableRef] | None
-) -> list[TableCheck]:
-    names = only if only is not None else sorted(set(expected) | set(restored))
-    return [TableCheck(t.schema, t.name, expected.get(t), restored.get(t)) for t in names]
-
-
-def resolve_tables(tables: Sequence[TableCount], requested: tuple[str, ...]) -> list[TableRef]:
-    """'schema.name' or a bare 'name' (unique across schemas) -> tables of the dump."""
-    known = sorted(table_counts(tables))
-    out: list[TableRef] = []
-    for text in requested:
-        schema, dot, name = text.partition(".")
-        exact = [t for t in known if dot and t.schema == schema and t.name == name]
-        bare = [t for t in known if t.name == text]
-        found = exact or bare
-        if not found:
-            sample = ", ".join(t.qualified for t in known[:8])
-            raise RestoreError(f"table {text} is not in the dump (it has: {sample} ...)")
-        if len(found) > 1:
-            names = ", ".join(t.qualified for t in found)
-            raise RestoreError(f"table {text} is ambiguous ({names}); qualify it with a schema")
-        if found[0] not in out:
-            out.append(found[0])
-    return out
 
 
 def fetch_dump(
@@ -275,7 +206,8 @@ def _restore_database(
                 "dropped only after the restore succeeded and its row counts matched)"
             )
         staging = f"pgvault_restore_{uuid.uuid4().hex[:10]}"
-        dbops.create_database(conn, staging, manifest.database)
+        props = manifest.database_properties
+        dbops.create_database(conn, staging, manifest.database, props)
     swapped = False
     try:
         start = time.monotonic()
@@ -295,13 +227,24 @@ def _restore_database(
                 f"{dbops.first_error(proc.stderr)}"
             )
         start = time.monotonic()
+        tree = pgtoc.partitions(_toc(settings, dump))
+        expected = manifest_counts(manifest)
         with pg.connect(settings.postgres, staging, options="-c jit=off") as sconn:
             restored = pgtables.count_all(sconn)
-        report.tables = compare(manifest_counts(manifest), restored, None)
+            report.tables = compare(expected, restored, None)
+            add_tree_counts(
+                report.tables, tree, expected, lambda t: pgtables.count_through(sconn, t)
+            )
+        if props:
+            with dbops.maintenance(settings) as conn:
+                report.skipped += dbprops.apply_properties(conn, staging, props)
+                actual = dbprops.database_properties(conn, staging)
+            report.database_differences = dbprops.differences(props, dict(actual))
         report.timings["check_s"] = _since(start)
-        if report.mismatches:
+        if report.mismatches or report.database_differences:
             report.error = (
-                f"row counts differ from the manifest in {len(report.mismatches)} table(s); "
+                f"row counts differ from the manifest in {len(report.mismatches)} table(s), "
+                f"{len(report.database_differences)} database propert(ies) differ; "
                 f"{req.target_db} left as it was"
             )
             return
@@ -336,8 +279,7 @@ def _restore_tables(
     alog = for_artifact(log, f"logical/{report.backup}")
     wanted = resolve_tables(manifest.tables or [], req.tables)
     pg_restore = find_tool("pg_restore", settings.postgres.bin_dir)
-    listing = run_tool([pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list")
-    entries = pgtoc.parse(listing.stdout)
+    entries = _toc(settings, dump)
     with dbops.maintenance(settings) as conn:
         existed = pg.database_exists(conn, req.target_db)
         if existed and req.target_db != req.db and not req.clean:
@@ -346,7 +288,9 @@ def _restore_tables(
                 f"table(s) {', '.join(req.tables)} in it"
             )
         if not existed:
-            dbops.create_database(conn, req.target_db, manifest.database)
+            dbops.create_database(
+                conn, req.target_db, manifest.database, manifest.database_properties
+            )
     done = False
     try:
         with contextlib.ExitStack() as stack:
@@ -361,6 +305,7 @@ def _restore_tables(
                 relation_exists=exists_fn or (lambda _refs: set()),
             )
         report.skipped = selection.skipped
+        wanted = selection.tables  # with the partitions of partitioned tables
         for item in selection.skipped:
             alog.warning("not restored: %s", item)
         list_path = dump.with_name("restore.list")
@@ -384,17 +329,72 @@ def _restore_tables(
     finally:
         if not done and not existed:
             dbops.drop_quietly(settings, req.target_db)
+    _check_tables(settings, dump, entries=entries, manifest=manifest, wanted=wanted, report=report)
+
+
+def _check_tables(
+    settings: Settings,
+    dump: Path,
+    *,
+    entries: list[pgtoc.TocEntry],
+    manifest: LogicalManifest,
+    wanted: list[pgtables.TableRef],
+    report: RestoreReport,
+) -> None:
+    """Large objects the rows reference, then row counts per table and through parents."""
+    alog = for_artifact(log, f"logical/{report.backup}")
     start = time.monotonic()
-    with pg.connect(settings.postgres, req.target_db) as tconn:
+    report.large_objects = largeobjects.restore_referenced(
+        settings,
+        dump,
+        pg_restore=find_tool("pg_restore", settings.postgres.bin_dir),
+        entries=entries,
+        target=report.target_db,
+        tables=wanted,
+    )
+    _log_large_objects(alog, report.large_objects)
+    expected = manifest_counts(manifest)
+    with pg.connect(settings.postgres, report.target_db) as tconn:
         restored = {t: pgtables.count_rows(tconn, t) for t in wanted}
-    report.tables = compare(manifest_counts(manifest), restored, wanted)
+        report.tables = compare(expected, restored, wanted)
+        add_tree_counts(
+            report.tables,
+            pgtoc.partitions(entries),
+            expected,
+            lambda t: pgtables.count_through(tconn, t),
+        )
     report.timings["check_s"] = _since(start)
     if report.mismatches:
         report.error = f"row counts differ from the manifest in {len(report.mismatches)} table(s)"
+    elif not report.large_objects.ok:
+        report.error = (
+            f"{report.large_objects.missing} large object(s) referenced by the restored rows "
+            f"do not exist in {report.target_db} (the dump does not hold them either)"
+        )
+
+
+def _toc(settings: Settings, dump: Path) -> list[pgtoc.TocEntry]:
+    pg_restore = find_tool("pg_restore", settings.postgres.bin_dir)
+    listing = run_tool([pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list")
+    return pgtoc.parse(listing.stdout)
+
+
+def _log_large_objects(alog: ArtifactLogger, lo: LargeObjectCheck) -> None:
+    if lo.referenced:
+        alog.info(
+            "large objects referenced by the restored rows: %d (%d present, %d restored, "
+            "%d missing)",
+            lo.referenced,
+            lo.present,
+            lo.restored,
+            lo.missing,
+        )
+    if lo.missing:
+        alog.warning("%d referenced large object(s) are missing after the restore", lo.missing)
 
 
 def _since(start: float) -> float:
     return round(time.monotonic() - start, 3)
 
 
-__all__ = ["RestoreReport", "RestoreRequest", "restore_logical"]
+__all__ = ["RestoreReport", "RestoreRequest", "TableCheck", "restore_logical"]

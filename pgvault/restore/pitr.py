@@ -34,6 +34,7 @@ from pgvault.restore.recovery_conf import ensure_server_files, write_recovery
 from pgvault.restore.safetar import chown_tree
 from pgvault.restore.server import RestoredServer
 from pgvault.restore.tablespaces import Mapped, Source, plan_mapping, sources_of
+from pgvault.restore.unlogged import UnloggedRelation, best_effort
 from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class PitrResult:
     duration_s: float
     replay_s: float | None = None  # server start -> target reached (WAL replay)
     tablespaces: list[dict[str, Any]] = field(default_factory=list)
+    # issue 16 §6: relations PostgreSQL itself brings back empty (relpersistence = 'u')
+    unlogged: list[UnloggedRelation] = field(default_factory=list)
+    unlogged_error: str | None = None  # the restored server could not be asked
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +195,26 @@ def _restore(job: _Job) -> PitrResult:
     fetched = _lay_out_files(job)
     port, socket_dir = _configure(job)
     restored_to, replay_s = _recover(job, port, socket_dir) if job.start else (None, None)
+    unlogged: list[UnloggedRelation] = []
+    unlogged_error = None
+    if job.start and job.action != "shutdown":
+        server = RestoredServer(
+            job.target_dir,
+            port,
+            job.settings.postgres.bin_dir,
+            job.settings.postgres.user,
+            socket_dir,
+        )
+        unlogged, unlogged_error = best_effort(server.settings())
+        for rel in unlogged:
+            for_artifact(log, f"physical/{job.backup_id}").warning(
+                "unlogged %s %s.%s in database %s is empty after the restore (PostgreSQL "
+                "does not WAL-log it)",
+                rel["kind"],
+                rel["schema"],
+                rel["name"],
+                rel["db"],
+            )
     return PitrResult(
         target=job.plan.target,
         backup_id=job.backup_id,
@@ -207,6 +231,8 @@ def _restore(job: _Job) -> PitrResult:
         duration_s=round(time.monotonic() - job.t0, 2),
         replay_s=replay_s,
         tablespaces=[m.as_dict() for m in job.mapped],
+        unlogged=unlogged,
+        unlogged_error=unlogged_error,
     )
 
 

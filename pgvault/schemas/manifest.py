@@ -125,6 +125,9 @@ class LogicalManifest(_Manifest):
     format: Literal["custom"] = "custom"
     compression: DumpCompression
     database: DatabaseInfo = DatabaseInfo()
+    # what CREATE / ALTER DATABASE restore: locale provider, ICU locale, comment,
+    # connection limit, ACL, settings (pgvault.dbprops.DatabaseProperties)
+    database_properties: dict[str, Any] | None = None
     dump_size: int = Field(ge=0)
     dump_sha256: str = Field(pattern=_SHA)
     table_count: int = Field(ge=0)

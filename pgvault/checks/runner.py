@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from pgvault.catalog.db import iso
-from pgvault.checks import archiver, backups, drills, infra, wal
+from pgvault.checks import archiver, audit, backups, drills, infra, wal
 from pgvault.checks.base import CheckContext, CheckResult, Status, unknown, worst
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError, UsageError
@@ -36,6 +36,7 @@ CHECKS: dict[str, CheckFn] = {
     "disk": infra.disk,
     "store": infra.store,
     "drills": drills.drills,
+    "store_audit": audit.store_audit,
 }
 _NAGIOS_UOM = {"s": "s", "%": "%", "bytes": "B"}
 

@@ -45,8 +45,12 @@ def _translate(exc: Exception, what: str) -> Exception:
         return StoreUnavailable(
             f"{what}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
         )
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError):
+        return StoreUnavailable(f"{what}: the store did not answer in time ({type(exc).__name__})")
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
         return StoreUnavailable(f"{what}: endpoint unreachable")
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable(f"{what}: the store did not answer in time")
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return StoreError(f"{what}: {type(exc).__name__}")
     return exc
@@ -61,9 +65,11 @@ class S3Store(ObjectStore):
             s3={"addressing_style": "path" if settings.path_style else "auto"},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
+            # a store that accepts connections but stops answering must fail the call, not
+            # hang it: bounded connect/read waits, a bounded number of tries
+            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
             max_pool_connections=max(10, settings.max_concurrency * 2),
         )
         try:

@@ -26,8 +26,8 @@ from typing import Any
 
 from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB, now_iso
-from pgvault.errors import PgvaultError
 from pgvault.catalog.reverify import Readback, proved_meta, read_files
+from pgvault.errors import PgvaultError
 from pgvault.log import for_artifact
 from pgvault.storage import ObjectStore
 from pgvault.storage.layout import Layout
@@ -63,7 +63,9 @@ def _keys(files_json: str | None) -> list[str]:
     return [str(f["key"]) for f in json.loads(files_json or "[]") if f.get("key")]
 
 
-def _batches(catalog: CatalogDB, layout: Layout) -> Iterator[tuple[str | None, str, tuple[Any, ...]]]:
+def _batches(
+    catalog: CatalogDB, layout: Layout
+) -> Iterator[tuple[str | None, str, tuple[Any, ...]]]:
     """(store prefix listed for the batch, catalog filter, its parameters)."""
     tlis = catalog.query(
         f"SELECT DISTINCT timeline FROM artifacts WHERE kind IN ('wal', 'history') "  # noqa: S608
@@ -154,7 +156,7 @@ def _due(catalog: CatalogDB, since: str, budget: int) -> list[dict[str, Any]]:
     """The next artifacts of the cycle, newest first, within `budget` stored bytes (the
     first one even if it alone is larger, so every run makes progress)."""
     cur = catalog.conn.execute(
-        f"SELECT id, kind, name, files, meta, stored_size {_DUE} "  # noqa: S608
+        f"SELECT id, kind, name, files, meta, stored_size {_DUE} "
         "ORDER BY COALESCE(finished_at, created_at) DESC, id DESC",
         (since,),
     )
@@ -198,7 +200,7 @@ def readback_pass(
         except PgvaultError as exc:
             result.error = str(exc)
     left = catalog.conn.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(stored_size), 0) {_DUE}",  # noqa: S608
+        f"SELECT COUNT(*), COALESCE(SUM(stored_size), 0) {_DUE}",
         (since,),
     ).fetchone()
     result.remaining = max(0, int(left[0]) - result.skipped)
@@ -218,9 +220,7 @@ def _record(
         return
     if outcome.state is None:
         with catalog.transaction() as conn:
-            transitions.refresh_check(
-                conn, row["id"], now_iso(), proved_meta(row["meta"], outcome)
-            )
+            transitions.refresh_check(conn, row["id"], now_iso(), proved_meta(row["meta"], outcome))
         return
     finding = Finding(row["kind"], row["name"], outcome.state, str(outcome.error))
     if _mark(catalog, row["id"], finding, states=("verified",)):

@@ -20,9 +20,12 @@ def audit_cmd(
         True, "--readback/--no-readback", help="Re-prove sha256 of the next part of the cycle."
     ),
     budget: int | None = typer.Option(
-        None, "--budget", min=1, help="Bytes to read back this run (default [audit] "
-        "read_bytes_per_run).", show_default=False,
-    ),  # fmt: skip
+        None,
+        "--budget",
+        min=1,
+        help="Bytes to read back this run (default [audit] read_bytes_per_run).",
+        show_default=False,
+    ),
     new_cycle: bool = typer.Option(
         False, "--new-cycle", help="Start a new read-back cycle now, even if one is not due."
     ),
@@ -74,7 +77,9 @@ def audit_cmd(
         elif readback:
             typer.echo("read-back: the current cycle is complete; the next one is not due yet")
         for f in report.findings:
-            healed = " (re-upload from the spool requested)" if f.subject in report.reuploads else ""
+            healed = (
+                " (re-upload from the spool requested)" if f.subject in report.reuploads else ""
+            )
             typer.echo(f"{f.state.upper()} {f.subject}: {f.error}{healed}")
     if report.error:
         typer.echo(f"pgvault: error: store audit stopped: {report.error}", err=True)

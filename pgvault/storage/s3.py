@@ -30,27 +30,36 @@ _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
+_TIMEOUTS = (
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    TimeoutError,
+)
+
+
+def _client_error(exc: botocore.exceptions.ClientError, what: str) -> Exception:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in _MISSING_CODES:
+        return ObjectMissing(f"{what}: not found")
+    if code in _AUTH_CODES:
+        return StoreUnavailable(f"{what}: access denied ({code}); check the store credentials")
+    if code == "NoSuchBucket":
+        return StoreUnavailable(f"{what}: bucket does not exist")
+    return StoreError(f"{what}: {code or 'error'}")
+
+
 def _translate(exc: Exception, what: str) -> Exception:
     """Library exception -> pgvault error with a one-line, secret-free message."""
     if isinstance(exc, botocore.exceptions.ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _MISSING_CODES:
-            return ObjectMissing(f"{what}: not found")
-        if code in _AUTH_CODES:
-            return StoreUnavailable(f"{what}: access denied ({code}); check the store credentials")
-        if code == "NoSuchBucket":
-            return StoreUnavailable(f"{what}: bucket does not exist")
-        return StoreError(f"{what}: {code or 'error'}")
+        return _client_error(exc, what)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return StoreUnavailable(
             f"{what}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
         )
-    if isinstance(exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError):
+    if isinstance(exc, _TIMEOUTS):  # a hung store: the call gave up (storage timeouts)
         return StoreUnavailable(f"{what}: the store did not answer in time ({type(exc).__name__})")
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
         return StoreUnavailable(f"{what}: endpoint unreachable")
-    if isinstance(exc, TimeoutError):
-        return StoreUnavailable(f"{what}: the store did not answer in time")
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return StoreError(f"{what}: {type(exc).__name__}")
     return exc

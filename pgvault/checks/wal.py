@@ -19,7 +19,7 @@ wal_gaps          holes in the verified WAL chain inside the restorable window (
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,18 @@ def _rpo(ctx: CheckContext) -> CheckResult:
         behind = archived_unverified(ctx, facts.last_archived_wal, facts.seg_size)
         details["unverified_archived"] = behind.count
         if behind.count:
-            return _behind(ctx, behind, details, facts.last_archived_time)
+            result = _behind(ctx, behind, details, facts.last_archived_time)
+            if 0 < limit_s < age and result.status is not Status.CRITICAL:
+                # the old bound still holds: nothing verified for 2 x archive_timeout
+                result = replace(
+                    result,
+                    status=Status.CRITICAL,
+                    message=f"{result.message}; newest verified WAL segment {newest.name} "
+                    f"arrived {fmt_seconds(age)} ago, more than 2 x archive_timeout "
+                    f"({fmt_seconds(limit_s)})",
+                    action=action,
+                )
+            return result
         caught_up = not facts.pending_segments
     if timeout <= 0 or caught_up or age <= limit_s:
         if caught_up:

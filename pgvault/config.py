@@ -90,6 +90,10 @@ class StorageSettings(_Section):
     part_size_mb: int = Field(64, ge=5, le=5120)  # fixed multipart part size (R2: equal parts)
     max_concurrency: int = Field(4, ge=1, le=64)
     compression_level: int = Field(3, ge=1, le=19)
+    # s3: every call gives up instead of hanging on a store that stops answering
+    connect_timeout: float = Field(10.0, gt=0)  # seconds to open a connection
+    read_timeout: float = Field(60.0, gt=0)  # seconds without a byte from the store
+    max_attempts: int = Field(3, ge=1, le=10)  # tries per call (botocore "standard" retries)
 
     @field_validator("prefix")
     @classmethod
@@ -124,6 +128,10 @@ class AlertSettings(_Section):
     max_per_minute: int = Field(20, ge=1)
     # monitoring (`pgvault check`); an age/duration/size threshold of 0 disables its check
     max_upload_lag_minutes: float = Field(60, ge=0)
+    # WAL upload lag (a spool segment, or a segment PostgreSQL archived, not verified yet):
+    # a warning, then critical; well under the backup thresholds (0 disables each)
+    wal_lag_warning_minutes: float = Field(5, ge=0)
+    wal_lag_critical_minutes: float = Field(15, ge=0)
     max_queue_depth: int = Field(1000, ge=1)
     max_archive_pending: int = Field(10, ge=1)  # completed WAL segments not yet archived
     disk_critical_pct: float = Field(95, gt=0, le=100)
@@ -131,6 +139,21 @@ class AlertSettings(_Section):
     # `check` delivers critical alerts itself when the broker is down, and also when the
     # alert queue has no consumer (no alert worker running) unless this is false
     direct_if_no_consumer: bool = True
+
+
+class AuditSettings(_Section):
+    """The scheduled store audit (`pgvault catalog audit`, catalog/audit.py)."""
+
+    # rolling read-back: bytes of stored objects re-proved per run (at least one object)
+    read_bytes_per_run: int = Field(8 * 1024**3, ge=1)
+    # every retained object is read back once per cycle; a new cycle starts this many days
+    # after the previous one started
+    cycle_days: float = Field(7, gt=0)
+    workers: int = Field(4, ge=1, le=64)
+    # `check` store_audit: WARNING when the last complete listing / read-back cycle is
+    # older than this (0 disables); CRITICAL at twice the age
+    max_listing_age_hours: float = Field(36, ge=0)
+    max_cycle_age_days: float = Field(14, ge=0)
 
 
 class EncryptionSettings(_Section):
@@ -159,6 +182,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     retention: RetentionSettings = RetentionSettings()
     alerts: AlertSettings = AlertSettings()
+    audit: AuditSettings = AuditSettings()
     encryption: EncryptionSettings = EncryptionSettings()
 
     config_file: Path | None = Field(None, exclude=True)

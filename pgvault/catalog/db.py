@@ -208,11 +208,54 @@ def _m004_incremental_export(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m005_store_audit(db: sqlite_utils.Database) -> None:
+    """The scheduled store audit (catalog/audit.py): one row per run, and the read-back
+    cycles (a cycle re-proves every retained verified object whose `checked_at` is older
+    than the cycle's start; the open cycle is where the next run resumes)."""
+    db.table("audit_runs").create(
+        {
+            "id": int,
+            "started_at": str,
+            "finished_at": str,
+            "listing": int,  # 1: the listing pass ran to the end
+            "listed": int,  # objects in the store listing
+            "missing": int,
+            "corrupt": int,
+            "objects_read": int,
+            "bytes_read": int,
+            "cycle_id": int,  # the read-back cycle this run worked on (NULL: none)
+            "cycle_complete": int,  # 1: this run finished its cycle
+            "reuploads": int,  # re-uploads requested from the spool
+            "result": str,  # ok | found | failed
+            "error": str,
+            "details": str,  # JSON: the artifacts found missing/corrupt, alerts raised
+        },
+        pk="id",
+        not_null=["started_at", "result"],
+        if_not_exists=True,
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS audit_runs_started ON audit_runs(started_at)")
+    db.table("audit_cycles").create(
+        {
+            "id": int,
+            "started_at": str,
+            "completed_at": str,
+            "objects_read": int,
+            "bytes_read": int,
+        },
+        pk="id",
+        not_null=["started_at"],
+        defaults={"objects_read": 0, "bytes_read": 0},
+        if_not_exists=True,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_core", _m001_core),
     ("002_backup_indexes", _m002_backup_indexes),
     ("003_exports", _m003_exports),
     ("004_incremental_export", _m004_incremental_export),
+    ("005_store_audit", _m005_store_audit),
 ]
 
 

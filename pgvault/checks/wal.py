@@ -2,11 +2,16 @@
 
 upload_lag/spool  the oldest finished spool artifact the catalog does not show verified:
                   the pipeline (producer, upload, verify, catalog) is not keeping up.
-upload_lag/wal    RPO: how long ago the newest verified WAL segment reached the spool,
-                  against 2 x postgres.archive_timeout (one interval for PostgreSQL to
-                  switch segments, one for the pipeline). When PostgreSQL is reachable
-                  and says every segment it archived is verified and none is waiting,
-                  the server is idle or caught up and the age does not matter.
+                  A WAL file waiting longer than alerts.wal_lag_warning_minutes is a
+                  WARNING, longer than alerts.wal_lag_critical_minutes CRITICAL; any
+                  artifact waiting longer than alerts.max_upload_lag_minutes CRITICAL.
+upload_lag/wal    RPO, by position. When PostgreSQL is reachable: the archived segments
+                  (timeline, segment number) up to its last archived one that are not in
+                  the verified chain are counted, and how long the first of them has
+                  waited is held against the same WAL lag minutes; none unverified and
+                  none waiting to be archived is OK whatever the age. Without
+                  PostgreSQL: how long ago the newest verified segment reached the
+                  spool, against 2 x postgres.archive_timeout.
 wal_gaps          holes in the verified WAL chain inside the restorable window (from the
                   oldest verified base backup's start, or the whole chain without one).
 """
@@ -14,14 +19,30 @@ wal_gaps          holes in the verified WAL chain inside the restorable window (
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pgvault.catalog import queries
+from pgvault.catalog.db import iso
 from pgvault.catalog.queries import state_of
 from pgvault.catalog.rows import ArtifactRow
+from pgvault.catalog.wal import run_containing
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
-from pgvault.walfile import parse_name
+from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name, segment_name
+
+WAL_KINDS = ("wal", "history")
+
+
+def _lag_status(ctx: CheckContext, age_s: float) -> Status:
+    """WAL upload lag: WARNING, then CRITICAL, past the configured minutes."""
+    alerts = ctx.settings.alerts
+    if 0 < alerts.wal_lag_critical_minutes * 60 < age_s:
+        return Status.CRITICAL
+    if 0 < alerts.wal_lag_warning_minutes * 60 < age_s:
+        return Status.WARNING
+    return Status.OK
 
 
 def _spool_artifacts(spool_dir: Path) -> list[tuple[str, str, Path]]:
@@ -57,13 +78,13 @@ def spool_lag(ctx: CheckContext) -> CheckResult:
         )
     now = ctx.now.timestamp()
     cat = ctx.catalog()
-    waiting: list[tuple[float, str]] = []
+    waiting: list[tuple[float, str, str]] = []
     for kind, name, path in _spool_artifacts(spool_dir):
         row = state_of(cat, kind, name)
         if row is not None and row["state"] == "verified":
             continue
         try:
-            waiting.append((now - os.stat(path).st_mtime, f"{kind}/{name}"))
+            waiting.append((now - os.stat(path).st_mtime, f"{kind}/{name}", kind))
         except FileNotFoundError:  # removed meanwhile
             continue
     if not waiting:
@@ -77,22 +98,32 @@ def spool_lag(ctx: CheckContext) -> CheckResult:
             unit="s",
             details={"unverified": 0},
         )
-    age, oldest = max(waiting)
+    age, oldest = max((a, n) for a, n, _k in waiting)
+    wal_ages = [a for a, _n, k in waiting if k in WAL_KINDS]
+    wal_age = max(wal_ages, default=0.0)
     late = 0 < limit_s < age
+    status = Status.CRITICAL if late else _lag_status(ctx, wal_age)
+    text = (
+        f"{len(waiting)} spool artifact(s) not verified remotely yet, oldest {oldest} "
+        f"waiting {fmt_seconds(age)}"
+    )
+    if late:
+        text += f", more than {fmt_seconds(limit_s)}"
+    elif status is not Status.OK:
+        text += f"; WAL waiting up to {fmt_seconds(wal_age)}: commits exist only on this host"
     return CheckResult(
         "upload_lag",
         "spool",
-        Status.CRITICAL if late else Status.OK,
-        f"{len(waiting)} spool artifact(s) not verified remotely yet, oldest {oldest} "
-        f"waiting {fmt_seconds(age)}" + (f", more than {fmt_seconds(limit_s)}" if late else ""),
+        status,
+        text,
         value=round(age, 1),
         threshold=limit_s or None,
         unit="s",
         action="check that producer, upload, verify and catalog workers run (`queues` check, "
-        "their logs) and that the store is reachable"
-        if late
+        "their logs) and that the store is reachable (`store` check)"
+        if status is not Status.OK
         else None,
-        details={"unverified": len(waiting), "oldest": oldest},
+        details={"unverified": len(waiting), "oldest": oldest, "unverified_wal": len(wal_ages)},
     )
 
 
@@ -123,13 +154,24 @@ def _rpo(ctx: CheckContext) -> CheckResult:
     details: dict[str, Any] = {"newest_verified": newest.name}
     facts = ctx.pg_or_none()
     caught_up = False
-    if facts is not None and facts.last_archived_wal:
+    if facts is not None and facts.last_archived_wal and len(facts.last_archived_wal) == 24:
         details["last_archived_wal"] = facts.last_archived_wal
-        caught_up = (
-            len(facts.last_archived_wal) == 24
-            and newest.name >= facts.last_archived_wal
-            and not facts.pending_segments
-        )
+        behind = archived_unverified(ctx, facts.last_archived_wal, facts.seg_size)
+        details["unverified_archived"] = behind.count
+        if behind.count:
+            result = _behind(ctx, behind, details, facts.last_archived_time)
+            if 0 < limit_s < age and result.status is not Status.CRITICAL:
+                # the old bound still holds: nothing verified for 2 x archive_timeout
+                result = replace(
+                    result,
+                    status=Status.CRITICAL,
+                    message=f"{result.message}; newest verified WAL segment {newest.name} "
+                    f"arrived {fmt_seconds(age)} ago, more than 2 x archive_timeout "
+                    f"({fmt_seconds(limit_s)})",
+                    action=action,
+                )
+            return result
+        caught_up = not facts.pending_segments
     if timeout <= 0 or caught_up or age <= limit_s:
         if caught_up:
             why = "; every segment PostgreSQL archived is verified"
@@ -158,6 +200,80 @@ def _rpo(ctx: CheckContext) -> CheckResult:
         threshold=limit_s,
         unit="s",
         action=action,
+        details=details,
+    )
+
+
+@dataclass(frozen=True)
+class Behind:
+    """Archived segments up to PostgreSQL's last archived one not in the verified chain."""
+
+    count: int
+    first: str | None = None  # the oldest of them
+    arrived_at: str | None = None  # when it reached the spool/catalog, if known
+
+
+def archived_unverified(ctx: CheckContext, last_archived: str, seg_size: int) -> Behind:
+    """Compare by position (timeline, segment number), never by name: a stray verified
+    row ahead of the chain proves nothing about the segments before it."""
+    wal = parse_name(last_archived)
+    seg_size = seg_size or DEFAULT_SEG_SIZE
+    tli, segno = wal.timeline, wal.segno(seg_size)
+    conn = ctx.catalog().conn
+    if run_containing(conn, tli, segno):
+        return Behind(0)
+    below = conn.execute(
+        "SELECT MAX(end_segno) FROM wal_runs WHERE timeline=? AND end_segno<?", (tli, segno)
+    ).fetchone()
+    if below and below[0] is not None:
+        first = int(below[0]) + 1
+    else:  # nothing verified before it on this timeline: from its first catalogued segment
+        known = conn.execute(
+            "SELECT MIN(segno) FROM artifacts WHERE timeline=? AND segno IS NOT NULL "
+            "AND segno<=? AND kind='wal'",
+            (tli, segno),
+        ).fetchone()
+        first = int(known[0]) if known and known[0] is not None else segno
+    name = segment_name(tli, first, seg_size)
+    row = conn.execute(
+        "SELECT created_at FROM artifacts WHERE kind='wal' AND name=?", (name,)
+    ).fetchone()
+    arrived = str(row[0]) if row and row[0] else None
+    if arrived is None:
+        try:
+            mtime = os.stat(ctx.settings.spool_dir / "wal" / name).st_mtime
+            arrived = iso(datetime.fromtimestamp(mtime, UTC))
+        except OSError:
+            arrived = None
+    return Behind(segno - first + 1, name, arrived)
+
+
+def _behind(
+    ctx: CheckContext, behind: Behind, details: dict[str, Any], archived_at: datetime | None
+) -> CheckResult:
+    since = behind.arrived_at or (iso(archived_at) if archived_at else None)
+    lag = max(0.0, ctx.age_s(since) or 0.0)
+    status = _lag_status(ctx, lag)
+    warn_s = ctx.settings.alerts.wal_lag_warning_minutes * 60
+    details.update(first_unverified=behind.first, waiting_since=since)
+    text = (
+        f"{behind.count} archived WAL segment(s) not verified in the store, from "
+        f"{behind.first}, waiting {fmt_seconds(lag)}"
+    )
+    if status is not Status.OK:
+        text += ": recent commits exist only on this host"
+    return CheckResult(
+        "upload_lag",
+        "wal",
+        status,
+        text,
+        value=round(lag, 1),
+        threshold=warn_s or None,
+        unit="s",
+        action=None
+        if status is Status.OK
+        else "check the pipeline workers (`queues`, `upload_lag/spool`) and the store "
+        "(`store` check); `pgvault catalog gaps` lists what is not verified",
         details=details,
     )
 

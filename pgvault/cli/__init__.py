@@ -78,12 +78,23 @@ def main(
 
 
 def _register() -> None:
-    from pgvault.cli import catalog, groups, keys, monitor, pipeline, rebuild, restorable, setup
+    from pgvault.cli import (
+        audit,
+        catalog,
+        groups,
+        keys,
+        monitor,
+        pipeline,
+        rebuild,
+        restorable,
+        setup,
+    )
 
     setup.register(app)
     pipeline.register(app)
     restorable.register(catalog.app)
     rebuild.register(catalog.app)
+    audit.register(catalog.app)
     app.add_typer(catalog.app, name="catalog")
     app.add_typer(keys.app, name="keys")
     from pgvault.cli import retention

@@ -30,21 +30,34 @@ _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
+_TIMEOUTS = (
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    TimeoutError,
+)
+
+
+def _client_error(exc: botocore.exceptions.ClientError, what: str) -> Exception:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in _MISSING_CODES:
+        return ObjectMissing(f"{what}: not found")
+    if code in _AUTH_CODES:
+        return StoreUnavailable(f"{what}: access denied ({code}); check the store credentials")
+    if code == "NoSuchBucket":
+        return StoreUnavailable(f"{what}: bucket does not exist")
+    return StoreError(f"{what}: {code or 'error'}")
+
+
 def _translate(exc: Exception, what: str) -> Exception:
     """Library exception -> pgvault error with a one-line, secret-free message."""
     if isinstance(exc, botocore.exceptions.ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _MISSING_CODES:
-            return ObjectMissing(f"{what}: not found")
-        if code in _AUTH_CODES:
-            return StoreUnavailable(f"{what}: access denied ({code}); check the store credentials")
-        if code == "NoSuchBucket":
-            return StoreUnavailable(f"{what}: bucket does not exist")
-        return StoreError(f"{what}: {code or 'error'}")
+        return _client_error(exc, what)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return StoreUnavailable(
             f"{what}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)"
         )
+    if isinstance(exc, _TIMEOUTS):  # a hung store: the call gave up (storage timeouts)
+        return StoreUnavailable(f"{what}: the store did not answer in time ({type(exc).__name__})")
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
         return StoreUnavailable(f"{what}: endpoint unreachable")
     if isinstance(exc, botocore.exceptions.BotoCoreError):
@@ -61,9 +74,11 @@ class S3Store(ObjectStore):
             s3={"addressing_style": "path" if settings.path_style else "auto"},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
+            # a store that accepts connections but stops answering must fail the call, not
+            # hang it: bounded connect/read waits, a bounded number of tries
+            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
             max_pool_connections=max(10, settings.max_concurrency * 2),
         )
         try:

@@ -40,7 +40,7 @@ from pgvault.config import Settings
 from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
-from pgvault.pgtools import find_tool, libpq_env, major_of, run_tool
+from pgvault.pgtools import find_tool, libpq_env, major_of, run_tool, tool_major
 from pgvault.producers.basebackup_verify import (
     load_manifest,
     verify_base_tar,
@@ -134,7 +134,11 @@ def _compress(src: Path, dst: Path, level: int) -> None:
 @functools.cache
 def client_zstd(tool: str) -> bool:
     """Whether this pg_basebackup compresses with zstd itself (15+ built with zstd): asked
-    with a connection that cannot succeed, so only the option check answers."""
+    with a connection that cannot succeed, so only the option check answers. PostgreSQL
+    14 reads any --compress value as a gzip level (atoi: "client-zstd" is 0, no
+    compression), hence the version test first."""
+    if tool_major(tool) < 15:
+        return False
     proc = run_tool(
         [tool, "-D", "/nonexistent/pgvault-probe", "-Ft", "--compress=client-zstd",
          "--no-password", "-d", "host=/nonexistent/pgvault-probe port=1"],

@@ -129,9 +129,20 @@ def versioned_tool(name: str, major: int, bin_dir: str = "", *, search: bool = F
     )
 
 
-def bin_dir_for(major: int, bin_dir: str = "", tool: str = "pg_ctl") -> str:
-    """The directory holding PostgreSQL `major`'s programs (judged by `tool`): what a
-    restore of a backup taken on that major runs initdb, pg_ctl and postgres from."""
+RESTORE_TOOLS = ("postgres", "pg_ctl", "pg_controldata", "pg_verifybackup", "pg_waldump")
+
+
+def bin_dir_for(major: int, bin_dir: str = "", tool: str = "postgres") -> str:
+    """The directory holding PostgreSQL `major`'s programs: where `tool` is of that major
+    and every program a restore runs (RESTORE_TOOLS) sits beside it. What a restore of a
+    backup taken on that major runs pg_ctl, postgres and pg_verifybackup from."""
+    for candidate in _candidates(tool, major, bin_dir):
+        if tool_major(candidate) != major:
+            continue
+        # /usr/local/bin/postgres may be a lone symlink into the real directory
+        for folder in (Path(candidate).parent, Path(os.path.realpath(candidate)).parent):
+            if all(os.access(folder / t, os.X_OK) for t in RESTORE_TOOLS):
+                return str(folder)
     return str(Path(versioned_tool(tool, major, bin_dir, search=True)).parent)
 
 

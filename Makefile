@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
+# PostgreSQL majors the multi-version tests run on (scripts/pg-binaries.sh -> .cache/pg/)
+PG_MAJORS ?= 14 15 16 17 18
 
 .PHONY: help venv services lint test test-fast demo bench clean
 
@@ -25,8 +27,9 @@ $(STAMP):
 
 venv: $(STAMP)
 
-services:
+services: venv
 	@bash scripts/ensure-services.sh
+	@PIP=$(BIN)/pip bash scripts/pg-binaries.sh $(PG_MAJORS)
 
 lint: venv
 	$(BIN)/ruff check pgvault tests bench scripts

@@ -180,13 +180,15 @@ class Doctor:
 
         for tool in TOOLS:
             try:
-                path = find_tool(tool, self.settings.postgres.bin_dir)
+                # the server's own major version (configured dir, PATH, Debian layout)
+                path = find_tool(tool, self.settings.postgres.bin_dir, self.server_major or None)
             except PgvaultError as exc:
                 self._add(
                     f"tool:{tool}",
                     Status.CRITICAL,
                     str(exc),
-                    "install postgresql-client (same major version) or set postgres.bin_dir",
+                    f"install PostgreSQL {self.server_major or 'the server'}'s client programs"
+                    " (same major version) or set postgres.bin_dir",
                 )
                 continue
             out = subprocess.run(

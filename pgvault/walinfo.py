@@ -9,7 +9,6 @@ For a history file: its parent timeline and switch point.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from typing import Any
 
 from pgvault.errors import PostgresError
 from pgvault.log import for_artifact
-from pgvault.pgtools import find_tool, run_tool
+from pgvault.pgtools import find_tool, run_tool, tool_major, versioned_tool
 from pgvault.walfile import header_bytes, parse_history, parse_name, read_header
 from pgvault.walrec import (
     RM_TBLSPC_ID,
@@ -49,20 +48,21 @@ _TBLSPC = re.compile(r"rmgr: Tablespace .*?lsn: ([0-9A-F]+/[0-9A-F]+),.*?desc: (
 TABLESPACE_SCAN_VERSION = 1
 
 
-@functools.cache
-def _major(tool: str) -> int:
-    proc = run_tool([tool, "--version"], check=False, timeout=30)
-    m = re.search(r"\) (\d+)", proc.stdout)
-    return int(m.group(1)) if m else 0
+# XLOG_PAGE_MAGIC of each major: pg_waldump reads only its own version's WAL
+PAGE_MAGIC_MAJOR = {0xD10D: 14, 0xD110: 15, 0xD113: 16, 0xD116: 17, 0xD118: 18}
 
 
-def _waldump(path: Path, rmgrs: list[str], bin_dir: str) -> str | None:
+def _waldump(path: Path, rmgrs: list[str], bin_dir: str, major: int | None = None) -> str | None:
     """pg_waldump's record lines for the given resource managers (one run per rmgr: a
-    repeated --rmgr is only understood from PostgreSQL 15 on)."""
+    repeated --rmgr is only understood from PostgreSQL 15 on), with the pg_waldump of the
+    WAL's own major version when it is known."""
     out = []
     try:
-        tool = find_tool("pg_waldump", bin_dir)
-        runs = [rmgrs] if _major(tool) >= 15 else [[r] for r in rmgrs]
+        if major:
+            tool = versioned_tool("pg_waldump", major, bin_dir, search=True)
+        else:
+            tool = find_tool("pg_waldump", bin_dir)
+        runs = [rmgrs] if tool_major(tool) >= 15 else [[r] for r in rmgrs]
         for run in runs:
             proc = run_tool(
                 [tool, *(f"--rmgr={r}" for r in run), str(path)],
@@ -130,7 +130,10 @@ def wal_facts(path: Path, bin_dir: str = "") -> dict[str, Any]:
     )
     if wal.type == "segment":
         facts["segno"] = wal.segno(seg)
-    text = _waldump(path, ["Transaction", "Tablespace"], bin_dir)
+    major = PAGE_MAGIC_MAJOR.get(header.magic)
+    if major:
+        facts["pg_major"] = major
+    text = _waldump(path, ["Transaction", "Tablespace"], bin_dir, major)
     if text is None:
         facts.update(first_commit=None, last_commit=None)
         return facts

@@ -25,6 +25,18 @@ PG_BIN = Path(
     or sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))[-1]
 )
 PG_USER = "postgres"
+# scripts/pg-binaries.sh unpacks PostgreSQL 14-18 here (PGVAULT_PG_CACHE overrides)
+PG_CACHE = Path(
+    os.environ.get("PGVAULT_PG_CACHE") or Path(__file__).resolve().parent.parent / ".cache" / "pg"
+)
+
+
+def pg_bin_for(major: int) -> Path | None:
+    """The bin/ directory of PostgreSQL `major`: the test cache, then Debian's layout."""
+    for candidate in (PG_CACHE / str(major) / "bin", Path(f"/usr/lib/postgresql/{major}/bin")):
+        if (candidate / "initdb").exists() and (candidate / "postgres").exists():
+            return candidate
+    return None
 
 
 def pg_uid_gid() -> tuple[int, int]:
@@ -56,8 +68,9 @@ def free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self, base: Path, name: str = "pg") -> None:
+    def __init__(self, base: Path, name: str = "pg", bin_dir: Path | None = None) -> None:
         self.base = base
+        self.bin = bin_dir or PG_BIN  # which PostgreSQL version runs this cluster
         self.datadir = base / name
         self.sockdir = base / f"{name}-run"  # socket and server log, owned by postgres
         self.logfile = self.sockdir / "server.log"
@@ -71,7 +84,7 @@ class PgCluster:
         chown_pg(self.sockdir, self.datadir)
         proc = as_postgres(
             [
-                str(PG_BIN / "initdb"),
+                str(self.bin / "initdb"),
                 "-D",
                 str(self.datadir),
                 "-U",
@@ -107,7 +120,7 @@ class PgCluster:
     def start(self) -> None:
         proc = as_postgres(
             [
-                str(PG_BIN / "pg_ctl"),
+                str(self.bin / "pg_ctl"),
                 "-D",
                 str(self.datadir),
                 "-l",
@@ -122,7 +135,9 @@ class PgCluster:
 
     def stop(self, mode: str = "fast") -> None:
         if (self.datadir / "postmaster.pid").exists():
-            as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
+            as_postgres(
+                [str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"]
+            )
 
     def destroy(self) -> None:
         self.stop("immediate")

@@ -103,15 +103,25 @@ class LogicalBackup:
     def tools(self) -> dict[str, Any]:
         if self._tools is None:
             bin_dir = self.settings.postgres.bin_dir
-            pg_dump = find_tool("pg_dump", bin_dir)
+            server_major = self._server_major()
+            pg_dump = find_tool("pg_dump", bin_dir, server_major)
             version, major = tool_version(pg_dump)
             self._tools = {
                 "pg_dump": pg_dump,
-                "pg_restore": find_tool("pg_restore", bin_dir),
+                "pg_restore": find_tool("pg_restore", bin_dir, server_major),
                 "version": version,
                 "major": major,
             }
         return self._tools
+
+    def _server_major(self) -> int | None:
+        """The server's major version, to pick its own pg_dump; None when the server
+        cannot be asked now (the dump then reports the connection failure itself)."""
+        try:
+            with pg.connect(self.settings.postgres) as conn:
+                return pg.server_version_num(conn) // 10000
+        except PgvaultError:
+            return None
 
     def run(self, db: str) -> DumpOutcome:
         """Back up one database; never raises for a failure of this database."""
@@ -280,6 +290,7 @@ class LogicalBackup:
             source=f"{ps.host}:{ps.port}",
             server_version=server_version,
             server_version_num=server_num,
+            pg_major=server_num // 10000,
             pg_dump_version=tools["version"],
             snapshot=snapshot,
             compression=DumpCompression.model_validate(comp_meta),

@@ -4,7 +4,12 @@
                   --manifest-checksums=SHA256  -> spool/physical/.<id>.tmp/
     pg_wal.tar -> pg_wal.tar.zst (PostgreSQL 15 leaves the streamed WAL uncompressed)
     verify base.tar.zst and pg_wal.tar.zst against backup_manifest
+    (PostgreSQL 18+: pg_verifybackup --format=tar as well)
     manifest.json (written last) -> rename to spool/physical/<id>/
+
+pg_basebackup is the server's own major version (pgtools.find_tool(major=...)). One
+without client-side zstd (PostgreSQL 14 has only gzip; a build without zstd) writes plain
+tars, compressed here to the same `*.tar.zst` layout.
 
 The watcher announces the directory once it appears under its final name; upload, verify
 and catalog handle it like any other artifact.
@@ -12,6 +17,7 @@ and catalog handle it like any other artifact.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -33,7 +39,7 @@ from pgvault.config import Settings
 from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
-from pgvault.pgtools import find_tool, libpq_env, run_tool
+from pgvault.pgtools import find_tool, libpq_env, major_of, run_tool, tool_major
 from pgvault.producers.basebackup_verify import (
     load_manifest,
     verify_base_tar,
@@ -85,6 +91,7 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
         "system_identifier": row["sysid"],
         "pg_version": row["version"],
         "pg_version_num": row["version_num"],
+        "pg_major": major_of(row["version_num"]),
         "seg_size": seg_size,
         "tablespaces": [
             {"oid": int(t["oid"]), "name": str(t["name"]), "location": str(t["location"])}
@@ -130,15 +137,38 @@ def _compress(src: Path, dst: Path, level: int) -> None:
     src.unlink()
 
 
-def _run_basebackup(settings: Settings, target: Path, backup_id: str) -> None:
+@functools.cache
+def client_zstd(tool: str) -> bool:
+    """Whether this pg_basebackup compresses with zstd itself (15+ built with zstd): asked
+    with a connection that cannot succeed, so only the option check answers. PostgreSQL
+    14 reads any --compress value as a gzip level (atoi: "client-zstd" is 0, no
+    compression), hence the version test first."""
+    if tool_major(tool) < 15:
+        return False
+    proc = run_tool(
+        [tool, "-D", "/nonexistent/pgvault-probe", "-Ft", "--compress=client-zstd",
+         "--no-password", "-d", "host=/nonexistent/pgvault-probe port=1"],
+        env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")},
+        inherit=False,
+        check=False,
+        timeout=30,
+    )  # fmt: skip
+    err = proc.stderr.lower()
+    return "compression" not in err and "unrecognized option" not in err
+
+
+def _run_basebackup(settings: Settings, target: Path, backup_id: str, major: int | None) -> bool:
+    """pg_basebackup into `target`; True when it compressed the tars itself."""
     pgs = settings.postgres
+    tool = find_tool("pg_basebackup", pgs.bin_dir, major)
+    zstd = client_zstd(tool)
     args = [
-        find_tool("pg_basebackup", pgs.bin_dir),
+        tool,
         "-D",
         str(target),
         "-Ft",
         "-Xstream",
-        f"--compress=client-zstd:level={settings.storage.compression_level}",
+        *([f"--compress=client-zstd:level={settings.storage.compression_level}"] if zstd else []),
         "--checkpoint=fast",
         "--manifest-checksums=SHA256",
         "--no-password",
@@ -147,6 +177,22 @@ def _run_basebackup(settings: Settings, target: Path, backup_id: str) -> None:
     env = libpq_env(pgs.host, pgs.port, pgs.user)
     with watch_file("pg_basebackup", lambda: _dir_size(target)):
         run_tool(args, env=env, what="pg_basebackup")
+    return zstd
+
+
+def _verifybackup(settings: Settings, tmp: Path, major: int | None) -> bool:
+    """PostgreSQL 18+ verifies tar-format backups itself: run it beside pgvault's own
+    member check (WAL parsing is not supported for tars: pg_wal.tar.zst is checked by
+    verify_wal_tar). False when the major cannot do it."""
+    if major is None or major < 18:
+        return False
+    tool = find_tool("pg_verifybackup", settings.postgres.bin_dir, major)
+    run_tool(
+        [tool, "--format=tar", "--no-parse-wal", "--exit-on-error", "--quiet", str(tmp)],
+        env={"LC_ALL": "C"},
+        what="pg_verifybackup",
+    )
+    return True
 
 
 def _record(
@@ -195,8 +241,13 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
         facts = _server_facts(settings)
         tmp.mkdir(mode=0o750)
         alog.info("pg_basebackup started")
-        _run_basebackup(settings, tmp, backup_id)
-        _compress(tmp / "pg_wal.tar", tmp / "pg_wal.tar.zst", settings.storage.compression_level)
+        major = facts["pg_major"]
+        level = settings.storage.compression_level
+        if not _run_basebackup(settings, tmp, backup_id, major):
+            for plain in sorted(tmp.glob("*.tar")):
+                if plain.name != "pg_wal.tar":
+                    _compress(plain, plain.with_name(plain.name + ".zst"), level)
+        _compress(tmp / "pg_wal.tar", tmp / "pg_wal.tar.zst", level)
         manifest_pg = load_manifest(tmp / "backup_manifest")
         spaces = _tablespace_tars(tmp, facts["tablespaces"])
         checked = verify_base_tar(
@@ -205,6 +256,7 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
             {f"pg_tblspc/{t['oid']}/": tmp / t["file"] for t in spaces},
         )
         wal_needed = verify_wal_tar(tmp / "pg_wal.tar.zst", manifest_pg, facts["seg_size"])
+        verified_by_pg = _verifybackup(settings, tmp, major)
         timeline, start_lsn, end_lsn = wal_range(manifest_pg)
         finished = datetime.now(UTC)
         files = []
@@ -229,10 +281,13 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
             system_identifier=facts["system_identifier"],
             pg_version=facts["pg_version"],
             pg_version_num=facts["pg_version_num"],
+            pg_major=major,
             data_size=sum(int(f["Size"]) for f in manifest_pg["Files"]),
             size=sum(f.size for f in files),
             verification=BaseBackupCheck(
-                base_files_sha256_checked=checked, wal_segments=wal_needed
+                base_files_sha256_checked=checked,
+                wal_segments=wal_needed,
+                pg_verifybackup=verified_by_pg,
             ),
             tablespaces=tuple(TablespaceInfo(**t) for t in spaces),
             files=files,

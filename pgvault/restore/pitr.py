@@ -35,6 +35,7 @@ from pgvault.restore.safetar import chown_tree
 from pgvault.restore.server import RestoredServer
 from pgvault.restore.tablespaces import Mapped, Source, plan_mapping, sources_of
 from pgvault.restore.unlogged import UnloggedRelation, best_effort
+from pgvault.restore.version import for_backup
 from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ def restore_pitr(
     t0 = time.monotonic()
     plan = _planned(catalog, to, backup_id)
     backup = plan.backup
+    # the backup's own major version restores it (one line when it is not installed)
+    settings = for_backup(settings, backup.meta, f"backup {backup.backup_id}")
     # invariant 11, decided before anything is fetched: where every tablespace goes
     user_map = tablespace_map or {}
     replay = replay_tablespaces(

@@ -54,8 +54,15 @@ class RestoredServer:
         self.logfile = datadir / "log" / "pgvault-restore.log"
         self.owner = pwd.getpwuid(datadir.stat().st_uid).pw_name
 
+    def _major(self) -> int | None:
+        """The data directory's major version (PG_VERSION): its own pg_ctl runs it."""
+        try:
+            return int((self.datadir / "PG_VERSION").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def _cmd(self, tool: str, *args: str) -> list[str]:
-        argv = [find_tool(tool, self.bin_dir), *args]
+        argv = [find_tool(tool, self.bin_dir, self._major()), *args]
         if os.geteuid() == 0 and self.owner != "root":
             return ["runuser", "-u", self.owner, "--", *argv]
         return argv

@@ -79,6 +79,7 @@ class BaseBackupCheck(_Part):
 
     base_files_sha256_checked: int = Field(ge=0)
     wal_segments: list[str]
+    pg_verifybackup: bool = False  # PostgreSQL 18+: its own tar-format check passed too
 
 
 class TablesFile(_Part):
@@ -120,6 +121,7 @@ class LogicalManifest(_Manifest):
     source: str
     server_version: str
     server_version_num: int
+    pg_major: int | None = None  # the server's major version (14 .. 18)
     pg_dump_version: str
     snapshot: str
     format: Literal["custom"] = "custom"
@@ -190,6 +192,7 @@ class PhysicalManifest(_Manifest):
     system_identifier: str
     pg_version: str
     pg_version_num: int
+    pg_major: int | None = None  # restores use the tools of this major version
     data_size: int = Field(ge=0)
     size: int = Field(ge=0)
     verification: BaseBackupCheck

@@ -3,6 +3,10 @@ postgres user, and per-test pgvault environments.
 
 Broker: $PGVAULT_TEST_AMQP_URL, else 127.0.0.1:5672, else a testcontainers RabbitMQ
 when a Docker engine answers; with CI=true a missing broker fails the run.
+
+Every test that asks (directly or through another fixture) for RabbitMQ, moto's S3 or a
+pgvault environment with clusters is marked `needs_services`; `make test-fast` deselects
+them and runs the rest, the in-process `harness` tests included, with no service at all.
 """
 
 from __future__ import annotations
@@ -24,10 +28,19 @@ import boto3
 import pytest
 
 from tests.env import PgvaultEnv
+from tests.harness import Harness
 from tests.pgcluster import free_port
 from tests.pgvenv import pgvault_for_postgres
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+# fixtures that reach a running service (RabbitMQ, moto's S3 server, PostgreSQL clusters)
+SERVICE_FIXTURES = frozenset({"amqp_url", "s3_endpoint", "make_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_services)
 
 
 def _reachable(url: str) -> bool:
@@ -138,3 +151,11 @@ def make_env(
     yield factory
     for env in envs:
         env.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """The pipeline in this process: stub broker, local store, catalog, real stages."""
+    h = Harness(tmp_path / "pgvault")
+    yield h
+    h.close()

@@ -43,6 +43,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.needs_services)
 
 
+def no_services_here(what: str) -> None:
+    """Under `make test-fast` (PGVAULT_TEST_NO_SERVICES=1) a test that reaches a service
+    without being marked `needs_services` fails instead of skipping or waiting."""
+    if os.environ.get("PGVAULT_TEST_NO_SERVICES") == "1":
+        pytest.fail(
+            f"{what} requested under PGVAULT_TEST_NO_SERVICES=1: mark the test needs_services"
+        )
+
+
 def _reachable(url: str) -> bool:
     parsed = urlparse(url)
     try:
@@ -54,6 +63,7 @@ def _reachable(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
+    no_services_here("RabbitMQ")
     url = os.environ.get("PGVAULT_TEST_AMQP_URL") or LOCAL_AMQP
     if _reachable(url):
         yield url
@@ -75,6 +85,7 @@ def amqp_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 in server mode: real HTTP, but it does not check checksums."""
+    no_services_here("moto's S3 server")
     port = free_port()
     moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     assert moto, "moto_server not installed (pip install 'moto[server]')"

@@ -17,7 +17,7 @@ from pgvault.storage.layout import Layout
 from tests.conftest import make_bucket
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.needs_services)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return open_store(StorageSettings(type="local", path=tmp_path / "store"))

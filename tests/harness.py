@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from pgvault.schemas import AlertEvent, ArtifactEvent, parse_event
 from pgvault.storage import ObjectStore, open_store
 from pgvault.storage.codec import sha256_file
 from pgvault.walfile import DEFAULT_SEG_SIZE, segment_name
+from tests.env import PGVAULT, write_toml
 from tests.walgen import segment_bytes
 
 SYSID = 7000000000000000001
@@ -90,6 +92,9 @@ class Harness:
             else:
                 data[key] = value
         self.settings: Settings = settings_from_dict(data)
+        # for CLI commands that need no broker (catalog queries, restorable, gaps)
+        self.config_path = base / "pgvault.toml"
+        write_toml(self.config_path, data)
         self.cluster = cluster
         self.broker = StubBroker(topology_for(self.settings))
         self.broker.declare()
@@ -217,6 +222,51 @@ class Harness:
         every spool artifact the catalog does not show as verified."""
         self.producer.publish_alert_files()
         return self.producer.reconcile(initial=True)
+
+    def request_verify(self, kind: str | None = None) -> int:
+        """What `pgvault catalog verify [--kind K]` publishes: a `stored` event for every
+        stored artifact, so verify reads it back again."""
+        sql = "SELECT kind, name, files, meta FROM artifacts WHERE state != 'ready'"
+        params: tuple[str, ...] = ()
+        if kind:
+            sql += " AND kind = ?"
+            params = (kind,)
+        count = 0
+        for r in self.catalog.query(sql, params):
+            files = json.loads(r["files"])
+            if not all(f.get("key") for f in files):
+                continue
+            self.broker.publish_event(
+                ArtifactEvent(
+                    cluster=self.cluster,
+                    kind=r["kind"],
+                    state="stored",
+                    name=r["name"],
+                    files=tuple(files),
+                    meta=json.loads(r["meta"]),
+                )
+            )
+            count += 1
+        return count
+
+    # -- the CLI, for commands that need no broker ---------------------------------------
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*PGVAULT, "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"pgvault {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def cli_json(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> Any:
+        proc = self.cli(*args, "--json", check=False)
+        assert proc.returncode in ok_codes, f"exit {proc.returncode}: {proc.stderr}"
+        return json.loads(proc.stdout)
 
     # -- running the stages -----------------------------------------------------------
     def run_stage(self, stage: str) -> ConsumeStats:

@@ -329,3 +329,32 @@ def test_stub_broker_refuses_publishing_before_declare_like_rabbitmq(harness: Ha
         "artifact.ready.wal"
     ]
     assert isinstance(broker.published[0], Delivery)
+
+
+def test_deleted_object_is_reported_missing_and_healed_from_spool(harness: Harness) -> None:
+    """Moved from test_resilience (it needed a cluster and RabbitMQ only to make WAL and
+    run the stages): a verify request finds two objects gone; the one still in the spool
+    is uploaded again, the other is a gap that `catalog gaps` reports."""
+    h = harness
+    names = h.archive_segments(1, 1, 5)
+    h.announce()
+    h.run_until_idle()
+    store = h.store
+    victim, healed = names[2], names[1]
+    # `victim` is also gone from the spool (as after local_keep_days): it cannot heal
+    for name in (victim, healed):
+        store.delete(f"pg/{h.cluster}/wal/00000001/{name}.zst")
+    (h.spool / "wal" / victim).unlink()
+    assert h.request_verify("wal") == 5
+    h.run_until_idle()
+    gaps = h.cli_json("catalog", "gaps", ok_codes=(1,))
+    assert gaps["gap_count"] == 1
+    (gap,) = gaps["timelines"][0]["gaps"]
+    assert gap["names"] == [victim] and gap["missing"] == 1
+    assert h.cli("catalog", "gaps", check=False).returncode == 1
+    rows = {r["name"]: r for r in h.catalog.query("SELECT * FROM artifacts WHERE kind='wal'")}
+    assert rows[victim]["state"] == "missing" and "missing" in rows[victim]["error"]
+    # the spool still had `healed`: verify re-queued it, upload replaced the object
+    assert rows[healed]["state"] == "verified"
+    assert store.head(f"pg/{h.cluster}/wal/00000001/{healed}.zst") is not None
+    assert segment_name(1, rows[victim]["segno"]) == victim

@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
+from pgvault import keys
 from pgvault.broker.base import Delivery
 from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, STAGE_HEADER
 from pgvault.catalog.wal import runs
@@ -358,3 +360,39 @@ def test_deleted_object_is_reported_missing_and_healed_from_spool(harness: Harne
     assert rows[healed]["state"] == "verified"
     assert store.head(f"pg/{h.cluster}/wal/00000001/{healed}.zst") is not None
     assert segment_name(1, rows[victim]["segno"]) == victim
+
+
+def test_encrypted_artifacts_verify_stored_bytes_without_identity_and_content_with_it(
+    tmp_path: Path,
+) -> None:
+    identity = tmp_path / "identity.txt"
+    recipient = keys.generate(identity)
+    plain_host = Harness(tmp_path / "plain", extra={"encryption": {"recipients": [recipient]}})
+    try:
+        [name] = plain_host.archive_segments(1, 1, 1)
+        backup = plain_host.add_logical("shop", "20250104T000000Z", dump=b"PGDMP secret rows")
+        plain_host.announce()
+        plain_host.run_until_idle()
+        for kind, art in (("wal", name), ("logical", backup)):
+            row = plain_host.row(kind, art)
+            assert row["state"] == "verified"
+            assert json.loads(row["meta"])["content_verified"] is False  # no identity here
+        files = {f["name"]: f for f in plain_host.stored_files("logical", backup)}
+        assert files["shop.dump"]["encryption"] == "age"
+        assert files["manifest.json"]["encryption"] == "none"  # the commit marker stays plain
+        assert b"secret rows" not in plain_host.store.get_bytes(files["shop.dump"]["key"])
+    finally:
+        plain_host.close()
+    # the same store and catalog seen from a host that holds the identity: re-verification
+    # decrypts and proves the producer's sha256
+    restore_host = Harness(
+        tmp_path / "plain",
+        extra={"encryption": {"recipients": [recipient], "identity_file": str(identity)}},
+    )
+    try:
+        assert restore_host.request_verify() == 2
+        restore_host.run_until_idle()
+        for kind, art in (("wal", name), ("logical", backup)):
+            assert json.loads(restore_host.row(kind, art)["meta"])["content_verified"] is True
+    finally:
+        restore_host.close()

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from pgvault import spool
-from pgvault.alerts.state import AlertState, Policy
 from pgvault.broker import topology_for
 from pgvault.broker.base import ConsumeStats, Delivery
 from pgvault.broker.stub import StubBroker
@@ -104,22 +103,11 @@ class Harness:
         self.stages: dict[str, Stage] = {}
         for name in ("upload", "verify", "catalog"):
             self.stages[name] = build_stage(name, self.settings, self.broker)
-        self.stages["alert"] = self._alert_stage()
+        # the real alert stage with the configured channels, without the long-running
+        # worker's background digest thread (a test calls `flush()` when it wants one)
+        self.stages["alert"] = AlertStage.from_settings(self.settings)
         self.workers = {name: Worker(s, self.broker, cluster) for name, s in self.stages.items()}
         self.producer = Producer(self.settings, self.broker, self.catalog, store=self.store)
-
-    def _alert_stage(self) -> AlertStage:
-        """The real alert stage with the configured channels, without the background
-        digest thread of the long-running worker (tests call `flush()` themselves)."""
-        s = self.settings
-        policy = Policy(
-            renotify_s=s.alerts.renotify_minutes * 60,
-            claim_ttl_s=sum(s.broker.retry_delays) + 300.0,
-            max_per_minute=s.alerts.max_per_minute,
-        )
-        from pgvault.alerts.channels import build_channels
-
-        return AlertStage(AlertState(s.alert_state_path), build_channels(s.alerts), policy)
 
     def close(self) -> None:
         self.catalog.close()

@@ -18,6 +18,7 @@ from pgvault.schemas import ArtifactEvent, FileInfo
 from pgvault.storage import objmeta
 from pgvault.storage.codec import decode_stream
 from pgvault.walfile import segment_name
+from tests.alertfakes import FakeDiscord, discord_fixture  # noqa: F401 - fixture "discord"
 from tests.harness import Harness
 
 
@@ -396,3 +397,29 @@ def test_encrypted_artifacts_verify_stored_bytes_without_identity_and_content_wi
             assert json.loads(restore_host.row(kind, art)["meta"])["content_verified"] is True
     finally:
         restore_host.close()
+
+
+def test_pipeline_alerts_reach_the_channels_through_the_alert_stage(
+    tmp_path: Path, discord: FakeDiscord
+) -> None:
+    """Verify's alert travels the broker to the real alert stage, which posts it to a
+    Discord stand-in (a local HTTP server); a failed post is retried by the policy and
+    not sent twice."""
+    h = Harness(tmp_path / "pgvault", extra={"alerts": {"discord_webhook_url": discord.url}})
+    try:
+        [name] = h.archive_segments(1, 3, 1)
+        h.announce()
+        h.run_stage("upload")
+        [stored] = h.artifact_events("stored")
+        assert stored.files[0].key is not None
+        h.store.delete(stored.files[0].key)
+        (h.spool / "wal" / name).unlink()
+        discord.fail_next = 1
+        drained = h.run_until_idle()
+        assert drained.stats["alert"].retried == 1 and drained.stats["alert"].acked == 1
+        assert len(discord.attempts) == 2 and len(discord.posts) == 1
+        assert discord.posts[0]["content"].startswith("🔴 **[CRITICAL] artifact_missing")
+        assert f"wal/{name}" in discord.posts[0]["content"]
+        assert h.dead("alert") == []
+    finally:
+        h.close()

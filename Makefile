@@ -15,6 +15,7 @@ PG_MAJORS ?= 14 15 16 17 18
 help:
 	@echo "make demo   - run the whole mission end to end on a throw-away cluster"
 	@echo "make test   - lint (ruff, mypy) + the full test suite against real services"
+	@echo "make test-fast - the tests that need no service (no broker, cluster or S3)"
 	@echo "make lint   - ruff + mypy only"
 	@echo "make bench  - benchmarks vs pgBackRest / pg_dump / pg_basebackup"
 
@@ -37,10 +38,11 @@ lint: venv
 	$(BIN)/mypy pgvault
 
 test: venv services lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
+# no RabbitMQ, PostgreSQL or S3 needed: stage logic runs on the in-process harness
 test-fast: venv
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	PGVAULT_TEST_NO_SERVICES=1 $(BIN)/pytest -m "not slow and not needs_services" --durations=10 $(PYTEST_ARGS)
 
 demo: venv services
 	$(BIN)/python scripts/demo.py

@@ -3,6 +3,10 @@ postgres user, and per-test pgvault environments.
 
 Broker: $PGVAULT_TEST_AMQP_URL, else 127.0.0.1:5672, else a testcontainers RabbitMQ
 when a Docker engine answers; with CI=true a missing broker fails the run.
+
+Every test that asks (directly or through another fixture) for RabbitMQ, moto's S3 or a
+pgvault environment with clusters is marked `needs_services`; `make test-fast` deselects
+them and runs the rest, the in-process `harness` tests included, with no service at all.
 """
 
 from __future__ import annotations
@@ -24,10 +28,28 @@ import boto3
 import pytest
 
 from tests.env import PgvaultEnv
+from tests.harness import Harness
 from tests.pgcluster import free_port
 from tests.pgvenv import pgvault_for_postgres
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+# fixtures that reach a running service (RabbitMQ, moto's S3 server, PostgreSQL clusters)
+SERVICE_FIXTURES = frozenset({"amqp_url", "s3_endpoint", "make_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_services)
+
+
+def no_services_here(what: str) -> None:
+    """Under `make test-fast` (PGVAULT_TEST_NO_SERVICES=1) a test that reaches a service
+    without being marked `needs_services` fails instead of skipping or waiting."""
+    if os.environ.get("PGVAULT_TEST_NO_SERVICES") == "1":
+        pytest.fail(
+            f"{what} requested under PGVAULT_TEST_NO_SERVICES=1: mark the test needs_services"
+        )
 
 
 def _reachable(url: str) -> bool:
@@ -41,6 +63,7 @@ def _reachable(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
+    no_services_here("RabbitMQ")
     url = os.environ.get("PGVAULT_TEST_AMQP_URL") or LOCAL_AMQP
     if _reachable(url):
         yield url
@@ -62,6 +85,7 @@ def amqp_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 in server mode: real HTTP, but it does not check checksums."""
+    no_services_here("moto's S3 server")
     port = free_port()
     moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     assert moto, "moto_server not installed (pip install 'moto[server]')"
@@ -138,3 +162,11 @@ def make_env(
     yield factory
     for env in envs:
         env.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """The pipeline in this process: stub broker, local store, catalog, real stages."""
+    h = Harness(tmp_path / "pgvault")
+    yield h
+    h.close()

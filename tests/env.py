@@ -174,9 +174,48 @@ class PgvaultEnv:
                 proc.kill()
         self.procs.clear()
 
-    def drain(self, rounds: int = 8) -> None:
-        """Run the producer once, then the three stages side by side (each `--once`) until
-        a whole round finds nothing to do."""
+    def drain(self, rounds: int = 8, *, cli: bool = False) -> None:
+        """Run the producer once, then the upload, verify and catalog stages (each as
+        `--once`) until a whole round finds nothing to do.
+
+        By default this runs in the test process what `producer --once` and `worker
+        <stage> --once` run (the same settings, RabbitMQ, store and stages, in pipeline
+        order, with a short idle grace): most tests drain only to get their WAL and
+        backups catalogued, and process start-up was most of their time. `cli=True`
+        runs the real commands side by side, for tests about the processes themselves."""
+        if cli:
+            self._drain_cli(rounds)
+            return
+        from pgvault.broker import open_broker, rabbit
+        from pgvault.catalog import open_catalog
+        from pgvault.consumers.factory import build_stage
+        from pgvault.consumers.worker import Worker
+        from pgvault.producers.watcher import Producer
+
+        settings = self.settings
+        broker = open_broker(settings)
+        catalog = open_catalog(settings)
+        grace, rabbit.DRAIN_GRACE_S = rabbit.DRAIN_GRACE_S, 0.1
+        try:
+            Producer(settings, broker, catalog, store=self.store()).run(once=True)
+            workers = [
+                Worker(build_stage(stage, settings, broker), broker, settings.cluster)
+                for stage in ("upload", "verify", "catalog")
+            ]
+            for _ in range(rounds):
+                busy = 0
+                for worker in workers:
+                    stats = worker.run(once=True)
+                    busy += stats.acked + stats.retried + stats.dead
+                if not busy:
+                    return
+        finally:
+            rabbit.DRAIN_GRACE_S = grace
+            catalog.close()
+            broker.close()
+        raise AssertionError(f"the pipeline did not go quiet in {rounds} rounds")
+
+    def _drain_cli(self, rounds: int) -> None:
         self.cli("producer", "--once")
         for _ in range(rounds):
             procs = [

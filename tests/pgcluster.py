@@ -7,12 +7,15 @@ points at the pgvault CLI with the test's config file.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +40,25 @@ def pg_bin_for(major: int) -> Path | None:
         if (candidate / "initdb").exists() and (candidate / "postgres").exists():
             return candidate
     return None
+
+
+INITDB_ARGS = ("-U", PG_USER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+
+
+@functools.cache
+def _initdb_template(bin_dir: Path) -> Path:
+    """One pristine initdb per test process, copied for every cluster (a copy takes a
+    fraction of initdb's time). The copies share a system identifier, as clusters restored
+    from one backup do; PGVAULT_TEST_FRESH_INITDB=1 runs initdb for every cluster."""
+    base = Path(tempfile.mkdtemp(prefix="pgvault-initdb-template-"))
+    os.chmod(base, 0o755)
+    datadir = base / "pg"
+    datadir.mkdir(mode=0o700)
+    chown_pg(datadir)
+    proc = as_postgres([str(bin_dir / "initdb"), "-D", str(datadir), *INITDB_ARGS])
+    assert proc.returncode == 0, proc.stderr
+    atexit.register(shutil.rmtree, base, True)
+    return datadir
 
 
 def pg_uid_gid() -> tuple[int, int]:
@@ -82,21 +104,16 @@ class PgCluster:
         self.sockdir.mkdir(exist_ok=True)
         self.datadir.mkdir(mode=0o700)
         chown_pg(self.sockdir, self.datadir)
-        proc = as_postgres(
-            [
-                str(self.bin / "initdb"),
-                "-D",
-                str(self.datadir),
-                "-U",
-                PG_USER,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ]
-        )
-        assert proc.returncode == 0, proc.stderr
+        if os.environ.get("PGVAULT_TEST_FRESH_INITDB") == "1":
+            proc = as_postgres([str(self.bin / "initdb"), "-D", str(self.datadir), *INITDB_ARGS])
+            assert proc.returncode == 0, proc.stderr
+        else:
+            # cp -a as root keeps the postgres ownership and modes of the template
+            subprocess.run(
+                ["cp", "-a", f"{_initdb_template(self.bin)}/.", str(self.datadir)],
+                check=True,
+                capture_output=True,
+            )
         settings = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",

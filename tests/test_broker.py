@@ -1,5 +1,6 @@
 """Broker behaviour against the real RabbitMQ: topology, confirms, retries through the
-delay queues, dead-lettering with alerts, and the stub twin's policy."""
+delay queues, dead-lettering with alerts, and the stub twin's policy. The policy tests
+run against both brokers: the stub variant needs no service (`make test-fast`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import uuid
 
 import pytest
 
+from pgvault.broker.base import Broker, ConsumeStats, Delivery
 from pgvault.broker.rabbit import RabbitBroker
 from pgvault.broker.stub import StubBroker
 from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, Topology
@@ -60,6 +62,36 @@ def rabbit(amqp_url: str) -> RabbitBroker:
     broker.close()
 
 
+@pytest.fixture(
+    params=[pytest.param("rabbit", marks=pytest.mark.needs_services), "stub"],
+)
+def any_broker(request: pytest.FixtureRequest) -> Broker:
+    """The same policy tests on RabbitMQ and on the in-memory stub."""
+    if request.param == "rabbit":
+        broker: Broker = request.getfixturevalue("rabbit")
+        return broker
+    stub = StubBroker(Topology(f"t{uuid.uuid4().hex[:10]}", (1, 2)))
+    stub.declare()
+    return stub
+
+
+def run_all(worker: Worker, broker: Broker) -> ConsumeStats:
+    """`run(once=True)` until the stage's delay queues are empty too: RabbitMQ waits the
+    delays out itself; the stub releases parked messages as if the delay had passed."""
+    total = worker.run(once=True)
+    while isinstance(broker, StubBroker) and broker.release_delayed(worker.stage.name):
+        stats = worker.run(once=True)
+        total.acked += stats.acked
+        total.retried += stats.retried
+        total.dead += stats.dead
+    return total
+
+
+def take(broker: Broker, queue: str) -> list[Delivery]:
+    assert isinstance(broker, RabbitBroker | StubBroker)
+    return broker.take(queue)
+
+
 def test_declare_is_idempotent_and_unroutable_is_an_error(amqp_url: str) -> None:
     broker = RabbitBroker(amqp_url, Topology(f"t{uuid.uuid4().hex[:10]}", (1, 2)))
     with pytest.raises(BrokerError, match="pgvault init"):  # nothing declared yet
@@ -79,41 +111,45 @@ def test_unreachable_broker_is_one_line() -> None:
     assert "unreachable" in str(info.value) and "secret" not in str(info.value)
 
 
-def test_transient_failure_is_retried_through_delay_queues(rabbit: RabbitBroker) -> None:
-    cluster = rabbit.topology.cluster
+def test_transient_failure_is_retried_through_delay_queues(any_broker: Broker) -> None:
+    broker = any_broker
+    cluster = broker.topology.cluster
     stage = FlakyStage([StoreUnavailable("store down"), StoreUnavailable("store down")])
-    rabbit.publish_event(wal_event(cluster))
+    broker.publish_event(wal_event(cluster))
     started = time.monotonic()
-    stats = Worker(stage, rabbit, cluster).run(once=True)
+    stats = run_all(Worker(stage, broker, cluster), broker)
     elapsed = time.monotonic() - started
     assert stage.seen == [wal_event(cluster).name] * 3
     assert (stats.retried, stats.acked, stats.dead) == (2, 1, 0)
-    assert elapsed >= 3  # waited 1 s, then 2 s in the delay queues
-    assert rabbit.take(rabbit.topology.dead_queue("upload")) == []
+    if isinstance(broker, RabbitBroker):
+        assert elapsed >= 3  # waited 1 s, then 2 s in the delay queues
+    assert take(broker, broker.topology.dead_queue("upload")) == []
 
 
-def test_exhausted_retries_dead_letter_with_alert(rabbit: RabbitBroker) -> None:
-    cluster = rabbit.topology.cluster
+def test_exhausted_retries_dead_letter_with_alert(any_broker: Broker) -> None:
+    broker = any_broker
+    cluster = broker.topology.cluster
     stage = FlakyStage([StoreUnavailable("store down")] * 5)
-    rabbit.publish_event(wal_event(cluster))
-    stats = Worker(stage, rabbit, cluster).run(once=True)
+    broker.publish_event(wal_event(cluster))
+    stats = run_all(Worker(stage, broker, cluster), broker)
     assert (stats.retried, stats.dead) == (2, 1)
-    dead = rabbit.take(rabbit.topology.dead_queue("upload"))
+    dead = take(broker, broker.topology.dead_queue("upload"))
     assert len(dead) == 1
     assert dead[0].headers[ATTEMPT_HEADER] == 2 and "store down" in dead[0].headers[ERROR_HEADER]
-    alerts = [json.loads(d.body) for d in rabbit.take(rabbit.topology.queue("alert"))]
+    alerts = [json.loads(d.body) for d in take(broker, broker.topology.queue("alert"))]
     assert [a["check"] for a in alerts] == ["dead_letter"]
     assert alerts[0]["severity"] == "critical" and "store down" in alerts[0]["summary"]
 
 
-def test_permanent_failure_skips_retries(rabbit: RabbitBroker) -> None:
-    cluster = rabbit.topology.cluster
+def test_permanent_failure_skips_retries(any_broker: Broker) -> None:
+    broker = any_broker
+    cluster = broker.topology.cluster
     stage = FlakyStage([IntegrityError("sha256 mismatch")])
-    rabbit.publish_event(wal_event(cluster, 1))
-    rabbit.publish_event(wal_event(cluster, 2))
-    stats = Worker(stage, rabbit, cluster).run(once=True)
+    broker.publish_event(wal_event(cluster, 1))
+    broker.publish_event(wal_event(cluster, 2))
+    stats = run_all(Worker(stage, broker, cluster), broker)
     assert (stats.retried, stats.dead, stats.acked) == (0, 1, 1)
-    assert len(rabbit.take(rabbit.topology.dead_queue("upload"))) == 1
+    assert len(take(broker, broker.topology.dead_queue("upload"))) == 1
 
 
 def test_poison_message_is_dead_lettered_and_worker_keeps_consuming(
@@ -134,7 +170,8 @@ def test_poison_message_is_dead_lettered_and_worker_keeps_consuming(
     assert [a["check"] for a in alerts] == ["dead_letter"] * 3
 
 
-def test_graceful_stop_finishes_the_message_in_hand(rabbit: RabbitBroker) -> None:
+def test_graceful_stop_finishes_the_message_in_hand(any_broker: Broker) -> None:
+    rabbit = any_broker
     cluster = rabbit.topology.cluster
     stop = threading.Event()
     started = threading.Event()

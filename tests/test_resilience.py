@@ -1,5 +1,5 @@
-"""Crashes and outages in the WAL pipeline: nothing is lost, nothing is doubled, damage
-in the store is noticed."""
+"""Crashes and outages in the WAL pipeline: nothing is lost, nothing is doubled. (Damage
+in the store being noticed and healed is stage logic: tests/test_stages.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from pgvault.walfile import segment_name
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
 
@@ -108,31 +107,3 @@ def test_broker_restart_while_producer_runs_loses_nothing(make_env: EnvFactory) 
     assert "cannot publish" in log and "publishing resumed" in log
     for stage in ("upload", "verify", "catalog"):
         assert "reconnecting" in (env.base / f"{stage}.log").read_text(), stage
-
-
-def test_deleted_object_is_reported_missing_and_healed_from_spool(make_env: EnvFactory) -> None:
-    env = make_env("local")
-    env.cli("init")
-    pg = env.make_pg()
-    names = [pg.switch_wal() for _ in range(5)]
-    pg.wait_archived(names[-1])
-    env.drain()
-    store = env.store()
-    victim, healed = names[2], names[1]
-    # `victim` is also gone from the spool (as after local_keep_days): it cannot heal
-    for name in (victim, healed):
-        store.delete(f"pg/{env.cluster}/wal/00000001/{name}.zst")
-    (env.spool / "wal" / victim).unlink()
-    env.cli("catalog", "verify", "--kind", "wal")
-    env.drain()
-    gaps = env.cli_json("catalog", "gaps", ok_codes=(1,))
-    assert gaps["gap_count"] == 1
-    (gap,) = gaps["timelines"][0]["gaps"]
-    assert gap["names"] == [victim] and gap["missing"] == 1
-    assert env.cli("catalog", "gaps", check=False).returncode == 1
-    rows = {r["name"]: r for r in env.wal_rows()}
-    assert rows[victim]["state"] == "missing" and "missing" in rows[victim]["error"]
-    # the spool still had `healed`: verify re-queued it, upload replaced the object
-    assert rows[healed]["state"] == "verified"
-    assert store.head(f"pg/{env.cluster}/wal/00000001/{healed}.zst") is not None
-    assert segment_name(1, rows[victim]["segno"]) == victim

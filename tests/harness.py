@@ -22,6 +22,7 @@ S3, real clusters) stays in the tests marked `needs_services`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -160,16 +161,26 @@ class Harness:
     def add_logical(self, db: str, backup_id: str, dump: bytes | None = None, **meta: Any) -> str:
         """A committed logical backup directory as `backup logical` leaves it."""
         body = dump if dump is not None else b"PGDMP" + os.urandom(50_000)
+        finished = meta.pop("finished_at", "2025-01-01T00:01:00.000000Z")
         manifest = {
-            "manifest_version": 1,
+            "manifest_version": 2,
             "kind": "logical",
             "cluster": self.cluster,
             "db": db,
             "backup_id": backup_id,
             "started_at": meta.pop("started_at", "2025-01-01T00:00:00.000000Z"),
-            "finished_at": meta.pop("finished_at", "2025-01-01T00:01:00.000000Z"),
+            "snapshot_at": finished,
+            "finished_at": finished,
+            "duration_s": 60.0,
+            "source": "127.0.0.1:5432",
+            "server_version": "15.19",
+            "server_version_num": 150019,
+            "pg_dump_version": "15.19",
+            "snapshot": "00000003-00000002-1",
             "format": "custom",
+            "compression": {"method": "zstd", "level": 3},
             "dump_size": len(body),
+            "dump_sha256": hashlib.sha256(body).hexdigest(),
             "table_count": 1,
             "row_count": 10,
             "tables": [{"schema": "public", "name": "t", "rows": 10}],
@@ -183,19 +194,27 @@ class Harness:
         seg = DEFAULT_SEG_SIZE
         start, end = start_segno * seg + 40, start_segno * seg + 300
         manifest = {
-            "format": "pgvault-manifest/1",
+            "manifest_version": 2,
             "kind": "physical",
             "backup_id": backup_id,
             "label": f"pgvault-{backup_id}",
             "started_at": "2025-01-01T00:00:00.000000Z",
             "finished_at": "2025-01-01T00:05:00.000000Z",
+            "duration_s": 300.0,
             "timeline": timeline,
             "start_lsn": start,
             "end_lsn": end,
+            "start_lsn_text": f"{start >> 32:X}/{start & 0xFFFFFFFF:X}",
+            "end_lsn_text": f"{end >> 32:X}/{end & 0xFFFFFFFF:X}",
             "start_wal": segment_name(timeline, start_segno),
             "stop_wal": segment_name(timeline, start_segno),
             "seg_size": seg,
             "system_identifier": str(SYSID),
+            "pg_version": "15.19",
+            "pg_version_num": 150019,
+            "data_size": 60_000,
+            "size": 60_000,
+            "verification": {"base_files_sha256_checked": 0, "wal_segments": []},
         }
         files = {
             "base.tar.zst": os.urandom(40_000),

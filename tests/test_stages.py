@@ -166,8 +166,8 @@ def test_malformed_and_foreign_messages_are_dead_lettered_with_alerts(harness: H
         name=segment_name(1, 1),
         files=(FileInfo(name=segment_name(1, 1), size=1, sha256="c" * 64),),
     )
-    broker.publish("artifact.ready.wal", b"this is not json")
-    broker.publish("artifact.ready.wal", json.dumps({"type": "artifact", "v": 1}).encode())
+    for body in (b"this is not json", json.dumps({"type": "artifact", "v": 1}).encode()):
+        broker.publish("artifact.ready.wal", body, broker.auth.sign(body))  # signed poison
     broker.publish_event(other)
     stats = h.run_stage("upload")
     assert (stats.acked, stats.retried, stats.dead) == (0, 0, 3)

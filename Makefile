@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help venv services lint test test-fast demo bench clean
+.PHONY: help venv services browser lint test test-fast demo bench clean
 
 help:
 	@echo "make demo   - run the whole mission end to end on a throw-away cluster"
@@ -28,12 +28,17 @@ venv: $(STAMP)
 services:
 	@bash scripts/ensure-services.sh
 
+# headless Chromium for the status-page test (tests/test_status_page.py); screenshots go
+# to artifacts/
+browser:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+
 lint: venv
 	$(BIN)/ruff check pgvault tests bench scripts
 	$(BIN)/ruff format --check pgvault tests bench scripts
 	$(BIN)/mypy pgvault
 
-test: venv services lint
+test: venv services browser lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: venv

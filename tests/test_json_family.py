@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from pgvault.catalog.db import CatalogDB
-from pgvault.ids import has_zone, parse_time
+from pgvault.ids import has_zone, new_backup_id, parse_time
 from pgvault.restore.drill_logical import DrillOutcome
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
@@ -109,10 +109,12 @@ def populate(env: PgvaultEnv) -> None:
     cat = CatalogDB(env.settings.catalog_path, env.cluster)
     try:
         wal_rows(cat, 1, 1, 480, START, timedelta(hours=1), skip={300})
-        physical_row(cat, "B1", START + timedelta(minutes=2), 1, 1, 1)
-        physical_row(cat, "B2", START + timedelta(hours=200, minutes=2), 1, 201, 201)
-        for day in (2, 1):
-            logical_row(cat, "appdb", f"D{day}", NOW - timedelta(days=day))
+        for hours, segno in ((0, 1), (319, 320)):
+            done = START + timedelta(hours=hours, minutes=2)
+            physical_row(cat, new_backup_id(done), done, 1, segno, segno)
+        for day in (3, 2):
+            done = NOW - timedelta(days=day)
+            logical_row(cat, "appdb", new_backup_id(done), done)
     finally:
         cat.close()
 

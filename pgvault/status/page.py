@@ -75,11 +75,11 @@ def timeline(view: StatusView) -> str:
         colour = {"physical": "#0969da", "logical": "#8250df"}.get(
             m.kind, "#1a7f37" if m.ok else "#cf222e"
         )
+        tick = f"M{x - 6},{y} l4,5 l8,-10" if m.ok else f"M{x - 5},{y - 5} l10,10 m0,-10 l-10,10"
         shape = (
             f'<circle cx="{x}" cy="{y}" r="5" fill="{colour}"'
             if m.kind != "drill"
-            else f'<path d="M{x - 6},{y} l4,5 l8,-10" stroke="{colour}" stroke-width="3" '
-            'fill="none"'
+            else f'<path d="{tick}" stroke="{colour}" stroke-width="3" fill="none"'
         )
         parts.append(
             f'<g class="mark {m.kind}" data-kind="{m.kind}" data-at="{e(m.at)}" '
@@ -93,7 +93,7 @@ def timeline(view: StatusView) -> str:
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1f2328; }
 h1 { font-size: 28px; margin: 0 0 4px; }
-pre { background: #f6f8fa; padding: 12px; overflow-x: auto; font-size: 13px; }
+pre { background: #f6f8fa; padding: 12px; white-space: pre-wrap; font-size: 13px; }
 svg text { font: 12px system-ui, sans-serif; fill: #1f2328; }
 svg .grid { stroke: #d0d7de; stroke-width: 1; }
 svg .tick { text-anchor: middle; fill: #57606a; }
@@ -117,7 +117,8 @@ def render(view: StatusView) -> str:
         '<span style="color:#cf222e">&#9646; gap</span>'
         '<span style="color:#0969da">&#9679; base backup</span>'
         '<span style="color:#8250df">&#9679; dump</span>'
-        '<span style="color:#1a7f37">&#10003; drill</span></p>'
+        '<span style="color:#1a7f37">&#10003; drill passed</span>'
+        '<span style="color:#cf222e">&#10007; drill failed</span></p>'
         f'<pre id="status">{body}</pre>'
         '<p><a href="/metrics">/metrics</a></p></body></html>\n'
     )

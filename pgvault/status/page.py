@@ -75,11 +75,11 @@ def timeline(view: StatusView) -> str:
         colour = {"physical": "#0969da", "logical": "#8250df"}.get(
             m.kind, "#1a7f37" if m.ok else "#cf222e"
         )
-        tick = f"M{x - 6},{y} l4,5 l8,-10" if m.ok else f"M{x - 5},{y - 5} l10,10 m0,-10 l-10,10"
+        stroke = f"M{x - 6},{y} l4,5 l8,-10" if m.ok else f"M{x - 5},{y - 5} l10,10 m0,-10 l-10,10"
         shape = (
             f'<circle cx="{x}" cy="{y}" r="5" fill="{colour}"'
             if m.kind != "drill"
-            else f'<path d="{tick}" stroke="{colour}" stroke-width="3" fill="none"'
+            else f'<path d="{stroke}" stroke="{colour}" stroke-width="3" fill="none"'
         )
         parts.append(
             f'<g class="mark {m.kind}" data-kind="{m.kind}" data-at="{e(m.at)}" '

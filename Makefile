@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # PostgreSQL majors the multi-version tests run on (scripts/pg-binaries.sh -> .cache/pg/)
 PG_MAJORS ?= 14 15 16 17 18
 
-.PHONY: help venv services lint test test-fast demo bench clean
+.PHONY: help venv services browser lint test test-fast demo bench clean
 
 help:
 	@echo "make demo   - run the whole mission end to end on a throw-away cluster"
@@ -32,12 +32,17 @@ services: venv
 	@bash scripts/ensure-services.sh
 	@PIP=$(BIN)/pip bash scripts/pg-binaries.sh $(PG_MAJORS)
 
+# headless Chromium for the status-page test (tests/test_status_page.py); screenshots go
+# to artifacts/
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 lint: venv
 	$(BIN)/ruff check pgvault tests bench scripts
 	$(BIN)/ruff format --check pgvault tests bench scripts
 	$(BIN)/mypy pgvault
 
-test: venv services lint
+test: venv services browser lint
 	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 # no RabbitMQ, PostgreSQL or S3 needed: stage logic runs on the in-process harness

@@ -1,6 +1,8 @@
-"""`pgvault metrics`: a Prometheus exporter that reads the catalog, the spool, RabbitMQ and
-the alert state on every scrape (a custom Collector: nothing is cached between scrapes,
-so it is always as current as the catalog).
+"""`pgvault metrics`: a Prometheus exporter at /metrics, and the status page at `/`
+(pgvault/status/page.py: the checks, restorable windows and a timeline; read-only).
+The exporter reads the catalog, the spool, RabbitMQ and the alert state on every scrape
+(a custom Collector: nothing is cached between scrapes, so it is always as current as
+the catalog).
 
 Every metric family is always exposed (with no samples when there is nothing to report),
 so dashboards and alert rules never break on a fresh install. A component that cannot be
@@ -15,9 +17,11 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -237,6 +241,48 @@ def registry_for(settings: Settings) -> CollectorRegistry:
     return registry
 
 
+MAX_DAYS = 366
+
+
+def _days(query: str) -> int:
+    raw = parse_qs(query).get("days", ["14"])[0]
+    return min(max(int(raw), 1), MAX_DAYS) if raw.isdigit() else 14
+
+
+def handler_for(settings: Settings) -> type[BaseHTTPRequestHandler]:
+    """GET /metrics (Prometheus text format) and GET / (the status page); nothing else."""
+    registry = registry_for(settings)
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "pgvault"
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            elif url.path in ("/", "/index.html"):
+                from pgvault.status.model import build
+                from pgvault.status.page import render
+
+                page = render(build(settings, days=_days(url.query)))
+                self._send(200, "text/html; charset=utf-8", page.encode())
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found: try / or /metrics\n")
+
+        def _send(self, code: int, ctype: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("metrics: %s %s", self.address_string(), format % args)
+
+    return Handler
+
+
 def serve(
     settings: Settings,
     host: str,
@@ -244,12 +290,15 @@ def serve(
     stop: threading.Event,
     ready: Callable[[], Any] | None = None,
 ) -> None:
-    """Serve /metrics until `stop` is set."""
+    """Serve /metrics and the status page at / until `stop` is set."""
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry_for(settings))
+        server = ThreadingHTTPServer((host, port), handler_for(settings))
     except OSError as exc:
         raise PgvaultError(f"metrics: cannot listen on {host}:{port}: {exc.strerror}") from None
-    log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    log.info("serving the status page on http://%s:%d/ and metrics on /metrics", host, port)
     if ready is not None:
         ready()
     try:

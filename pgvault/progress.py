@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -19,6 +20,12 @@ from rich.progress import (
 
 def interactive() -> bool:
     return sys.stderr.isatty()
+
+
+def _console() -> Console:
+    """Progress goes to stderr, the stream `interactive()` tested: with stdout redirected
+    (`pgvault backup logical > report.txt`) the file gets no bars and no escapes."""
+    return Console(stderr=True)
 
 
 @contextmanager
@@ -34,7 +41,7 @@ def byte_progress(label: str, total: int | None = None) -> Iterator[Callable[[in
         TransferSpeedColumn(),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=_console()) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -54,6 +61,7 @@ def watch_file(label: str, path_size: Callable[[], int], poll_s: float = 0.5) ->
         TransferSpeedColumn(),
         TimeElapsedColumn(),
         transient=True,
+        console=_console(),
     ) as bar:
         task = bar.add_task(label, total=None)
 
@@ -89,6 +97,7 @@ def counter(label: str, unit: str) -> Iterator[Callable[[int], None]]:
         TextColumn(unit),
         TimeElapsedColumn(),
         transient=True,
+        console=_console(),
     ) as bar:
         task = bar.add_task(label, total=None)
         yield lambda n: bar.advance(task, n)

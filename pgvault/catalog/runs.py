@@ -93,3 +93,11 @@ def last_drills(catalog: CatalogDB) -> list[DrillRow]:
         "AND d.started_at = m.s ORDER BY d.kind, d.target"
     )
     return [DrillRow.from_sql(r) for r in rows]
+
+
+def drills_since(catalog: CatalogDB, since: str) -> list[DrillRow]:
+    """Every drill that finished at or after `since` (ISO), oldest first."""
+    rows = catalog.query(
+        "SELECT * FROM drills WHERE finished_at >= ? ORDER BY finished_at", (since,)
+    )
+    return [DrillRow.from_sql(r) for r in rows]

@@ -78,6 +78,7 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         return {
             "cluster": self.cluster,
+            "ok": self.status is Status.OK,
             "checked_at": iso(self.checked_at),
             "status": self.status.name,
             "exit_code": self.exit_code,

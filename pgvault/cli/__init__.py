@@ -102,6 +102,9 @@ def _register() -> None:
     app.add_typer(retention.app, name="retention")
     groups.register(app)
     monitor.register(app)
+    from pgvault.cli import status
+
+    status.register(app)
 
 
 def _kind(exc: BaseException) -> str | None:

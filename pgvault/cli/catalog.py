@@ -56,7 +56,12 @@ def list_cmd(
     )
     if json_out:
         emit_json(
-            {"cluster": cat.cluster, "count": len(rows), "artifacts": [r.to_json() for r in rows]}
+            {
+                "cluster": cat.cluster,
+                "ok": True,
+                "count": len(rows),
+                "artifacts": [r.to_json() for r in rows],
+            }
         )
         return
     table(
@@ -135,7 +140,14 @@ def gaps_cmd(
             }
         )
     if json_out:
-        emit_json({"cluster": cat.cluster, "gap_count": gap_count, "timelines": report})
+        emit_json(
+            {
+                "cluster": cat.cluster,
+                "ok": gap_count == 0,
+                "gap_count": gap_count,
+                "timelines": report,
+            }
+        )
     else:
         if not report:
             typer.echo("no WAL segments catalogued yet")
@@ -193,6 +205,6 @@ def verify_cmd(
         )
     broker.close()
     if json_out:
-        emit_json({"cluster": settings.cluster, "requested": len(rows)})
+        emit_json({"cluster": settings.cluster, "ok": True, "requested": len(rows)})
     else:
         typer.echo(f"re-verification requested for {len(rows)} artifact(s)")

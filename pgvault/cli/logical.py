@@ -62,7 +62,13 @@ def backup_logical(
         if not o.ok:
             _err(f"backup of {o.db} failed: {o.error}")
     if json_out:
-        emit_json({"cluster": settings.cluster, "backups": [o.as_json() for o in outcomes]})
+        emit_json(
+            {
+                "cluster": settings.cluster,
+                "ok": all(o.ok for o in outcomes),
+                "backups": [o.as_json() for o in outcomes],
+            }
+        )
     else:
         for o in outcomes:
             if o.ok:
@@ -226,7 +232,13 @@ def drill_logical(
         if not o.ok:
             _err(f"drill of {o.db} failed: {o.error}")
     if json_out:
-        emit_json({"cluster": settings.cluster, "drills": [o.as_json() for o in outcomes]})
+        emit_json(
+            {
+                "cluster": settings.cluster,
+                "ok": all(o.ok for o in outcomes),
+                "drills": [o.as_json() for o in outcomes],
+            }
+        )
     else:
         for o in outcomes:
             if o.ok:

@@ -57,9 +57,16 @@ def _parse_listen(listen: str) -> tuple[str, int]:
 
 def metrics(
     ctx: typer.Context,
-    listen: str = typer.Option(":9187", "--listen", help="[HOST]:PORT to serve /metrics on."),
+    listen: str = typer.Option(
+        "127.0.0.1:9187",
+        "--listen",
+        help="[HOST]:PORT to serve / and /metrics on; :PORT listens on every interface.",
+    ),
 ) -> None:
-    """Serve Prometheus metrics (catalog, queues, alerts, drills), read on every scrape.
+    """Serve Prometheus metrics (catalog, queues, alerts, drills) at /metrics and the
+    status page (what `pgvault status` says, plus a timeline; `/?days=N`) at /.
+
+    Both are read on every request, read-only. Localhost only unless --listen says otherwise.
 
     Metric names are listed in docs/OPERATIONS.md; deploy/grafana/pgvault-dashboard.json
     is a dashboard built on them. SIGTERM stops the server.

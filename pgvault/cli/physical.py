@@ -55,7 +55,9 @@ def backup_physical(
     m = result.manifest
     if json_out:
         data = m.model_dump(mode="json", exclude={"verification"}, exclude_none=True)
-        emit_json(data | {"path": str(result.path)})
+        # LSNs as "X/Y" strings (docs/JSON.md); the manifest file keeps its integers
+        data["start_lsn"], data["end_lsn"] = data.pop("start_lsn_text"), data.pop("end_lsn_text")
+        emit_json(data | {"path": str(result.path), "cluster": settings.cluster, "ok": True})
         return
     typer.echo(
         f"base backup {result.backup_id}: timeline {m.timeline}, {m.start_wal} .. "
@@ -116,7 +118,7 @@ def restore_pitr(
     location: a restore on the production host cannot write into production's files.
     """
     from pgvault.consumers.factory import identities_for
-    from pgvault.ids import parse_time
+    from pgvault.ids import parse_time, utc_note
     from pgvault.restore.pitr import restore_pitr as run
     from pgvault.restore.tablespaces import parse_map
     from pgvault.storage import open_store
@@ -128,6 +130,9 @@ def restore_pitr(
         when = parse_time(to) if to else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    note = utc_note(to) if to else None
+    if note and not json_out:
+        typer.echo(note, err=True)
     settings, catalog = _deps(ctx, restoring=True)
     result = run(
         settings,
@@ -171,10 +176,31 @@ def restore_pitr(
             f"recovery reached {result.target}: last replayed commit "
             f"{result.restored_to or '(none since the backup)'}, in {result.duration_s:.1f}s"
         )
-        typer.echo(f"connect: psql -h {result.socket_dir} -p {result.port}")
+        _print_connect(result.target_dir, result.socket_dir, result.port, owner, settings)
         _print_unlogged(result.unlogged)
     else:
         typer.echo(f"start it with: pg_ctl -D {result.target_dir} start  (port {result.port})")
+
+
+def _print_connect(
+    target_dir: str | Path, socket_dir: str, port: int, owner: str, settings: Settings
+) -> None:
+    """How to reach the restored server and how to stop it, ready to paste."""
+    import os
+    import shlex
+
+    from pgvault.pgtools import find_tool
+
+    user = settings.postgres.user
+    pg_ctl = find_tool("pg_ctl", settings.postgres.bin_dir)
+    stop = f"{shlex.quote(pg_ctl)} -D {shlex.quote(str(target_dir))} stop"
+    if os.geteuid() == 0:
+        stop = f"runuser -u {shlex.quote(owner)} -- {stop}"
+    typer.echo(f"running on port {port}, socket directory {socket_dir}")
+    typer.echo(
+        f"connect: psql -h {shlex.quote(socket_dir)} -p {port} -U {shlex.quote(user)} postgres"
+    )
+    typer.echo(f"stop:    {stop}")
 
 
 def drill_pitr(
@@ -211,6 +237,7 @@ def drill_pitr(
     if json_out:
         emit_json(
             {
+                "cluster": settings.cluster,
                 "ok": result.ok,
                 "target": result.target,
                 "backup_id": result.backup_id,

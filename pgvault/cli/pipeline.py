@@ -117,7 +117,9 @@ def worker(
     if once:
         counts = {"acked": stats.acked, "retried": stats.retried, "dead": stats.dead}
         if json_out:
-            emit_json({"stage": stage.value, **counts})
+            emit_json(
+                {"cluster": settings.cluster, "ok": not stats.dead, "stage": stage.value, **counts}
+            )
         else:
             typer.echo(
                 f"{stage.value}: {stats.acked} done, {stats.retried} retried, "

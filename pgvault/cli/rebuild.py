@@ -101,7 +101,7 @@ def rebuild_cmd(
     report, checked, bad = run_rebuild(settings, catalog, verify=verify, verify_all=verify_all)
     data: dict[str, Any] = report.as_dict() | {"read_back": checked, "corrupt": bad}
     if json_out:
-        emit_json({"cluster": settings.cluster} | data)
+        emit_json({"cluster": settings.cluster, "ok": not bad} | data)
     else:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.by_kind.items())) or "nothing"
         typer.echo(f"rebuilt from {report.objects} objects ({report.receipts} receipts): {kinds}")
@@ -152,7 +152,14 @@ def export_cmd(
         encrypted=bool(settings.encryption.recipients),
     )
     if json_out:
-        emit_json({"written": stats.written, "deleted": stats.deleted})
+        emit_json(
+            {
+                "cluster": settings.cluster,
+                "ok": True,
+                "written": stats.written,
+                "deleted": stats.deleted,
+            }
+        )
     else:
         typer.echo(f"receipts written: {stats.written}, removed: {stats.deleted}")
 

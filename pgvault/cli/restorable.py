@@ -61,7 +61,7 @@ def restorable_cmd(
     With --at T: yes and the plan (base backup, WAL segments, the command), or no and the
     nearest restorable points, with the data-loss bound of each logical fallback.
     """
-    from pgvault.ids import parse_time
+    from pgvault.ids import parse_time, utc_note
 
     cat = _catalog(ctx)
     if at is None:
@@ -71,6 +71,9 @@ def restorable_cmd(
         when = parse_time(at)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    note = utc_note(at)
+    if note and not json_out:
+        typer.echo(note, err=True)
     if not _show_answer(cat, when, json_out):
         raise typer.Exit(1)
 
@@ -85,6 +88,7 @@ def _show_windows(cat: Any, json_out: bool) -> None:
         emit_json(
             {
                 "cluster": cat.cluster,
+                "ok": bool(spans),
                 "windows": [{"start": s, "end": e} for s, e in spans],
                 "backups": [_window_json(w) for w in ws],
                 "logical": logical,
@@ -127,6 +131,7 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
         emit_json(
             {
                 "cluster": cat.cluster,
+                "ok": plan is not None,
                 "target": answer.target,
                 "restorable": plan is not None,
                 "plan": None

@@ -67,7 +67,7 @@ def apply_cmd(
             "spool_removed": spool,
         }
     if json_out:
-        emit_json(data | {"dry_run": dry_run})
+        emit_json(data | {"dry_run": dry_run, "cluster": settings.cluster, "ok": not failed})
     else:
         _print(data, dry_run)
     if failed:
@@ -106,19 +106,31 @@ def _print(data: dict[str, Any], dry_run: bool) -> None:
         f"retention as of {data['now']}; point-in-time window anchored at base backup "
         f"{data['anchor'] or '(none: all WAL kept)'}"
     )
-    for kind, groups in sorted(data["artifacts"].items()):
-        typer.echo(f"{kind}: {verb} {len(groups['remove'])}, keep {len(groups['keep'])}")
+    artifacts = dict(data["artifacts"])
+    wal = data["wal_segments"]
+    kinds = sorted(set(artifacts) | {"wal"})
+    for kind in kinds:
+        groups = artifacts.get(kind, {"remove": [], "keep": []})
+        gone, kept = len(groups["remove"]), len(groups["keep"])
+        if kind == "wal":  # segments by range, plus history/.backup/.partial files
+            seg_gone = sum(int(r["segments"]) for r in wal["remove"])
+            seg_kept = sum(int(r["segments"]) for r in wal["keep"])
+            typer.echo(
+                f"wal: {verb} {seg_gone} segment(s) and {gone} other file(s), "
+                f"keep {seg_kept} segment(s) and {kept} other file(s)"
+            )
+            for sign, items in (("-", wal["remove"]), ("+", wal["keep"])):
+                for r in items:
+                    typer.echo(
+                        f"  {sign} {r['first']} .. {r['last']} ({r['segments']} segments): "
+                        f"{r['reason']}"
+                    )
+        else:
+            typer.echo(f"{kind}: {verb} {gone}, keep {kept}")
         for item in groups["remove"]:
             typer.echo(f"  - {item['name']}: {'; '.join(item['reasons'])}")
         for item in groups["keep"]:
             typer.echo(f"  + {item['name']}: {'; '.join(item['reasons'])}")
-    wal = data["wal_segments"]
-    for label, items in ((verb, wal["remove"]), ("keep", wal["keep"])):
-        for r in items:
-            typer.echo(
-                f"wal: {label} {r['first']} .. {r['last']} ({r['segments']} segments): "
-                f"{r['reason']}"
-            )
     for item in data.get("skipped", []):
         typer.echo(
             f"SKIPPED {item['kind']} row {item['name']!r}: {item['problem']} (kept; inspect "

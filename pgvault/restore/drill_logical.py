@@ -55,7 +55,7 @@ class DrillOutcome:
         return self.result == "ok"
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"ok": self.ok}  # `result` kept for compatibility
 
 
 def scratch_name(db: str, when: datetime) -> str:

@@ -53,7 +53,13 @@ def test_json_output_matches_the_documented_schema(env: PgvaultEnv) -> None:
     assert names == set(SCHEMA["$defs"]["check"]["properties"]["name"]["enum"])
     assert report["status"] == "CRITICAL" and report["exit_code"] == 2
     assert sum(report["counts"].values()) == len(report["checks"])
-    assert report["alerts"] == {"enabled": False, "published": 0, "spooled": 0}
+    assert report["alerts"] == {
+        "enabled": False,
+        "published": 0,
+        "spooled": 0,
+        "direct": 0,
+        "direct_note": "",
+    }
     archiver = by_key(report)[("archiver", "postgres")]
     assert archiver["status"] == "UNKNOWN" and "cannot connect" in archiver["message"]
     age = by_key(report)[("backup_age", "logical/appdb")]

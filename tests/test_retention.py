@@ -22,6 +22,18 @@ from tests.test_pitr import mark_target, prepare, restore_and_read
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 EVERY = timedelta(minutes=5)
+
+
+def bid(day: int) -> str:
+    """The id of the base backup of `day` (a real id: retention skips rows it cannot parse)."""
+    return (START + timedelta(days=day)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def did(day: int) -> str:
+    """The id of the dumps of `day`."""
+    return (START + timedelta(days=day, hours=1)).strftime("%Y%m%dT%H%M%SZ")
+
+
 PER_DAY = 288
 SWITCH = 56 * PER_DAY  # index of the first timeline-2 segment
 NOW = START + timedelta(days=70)
@@ -63,13 +75,13 @@ def history(tmp_path: Path) -> CatalogDB:
         seg = seg_of_day(day)
         tli = 1 if seg <= SWITCH else 2
         physical_row(
-            cat, f"B{day:02d}", START + EVERY * (seg - 1) + timedelta(minutes=2), tli, seg, seg + 1
+            cat, bid(day), START + EVERY * (seg - 1) + timedelta(minutes=2), tli, seg, seg + 1
         )
     for day in range(10, 70):
         for db in ("medusa_production", "strapi_production"):
-            logical_row(cat, db, f"D{day:02d}", START + timedelta(days=day, hours=1))
+            logical_row(cat, db, did(day), START + timedelta(days=day, hours=1))
     for day in range(10, 26):  # a database whose dumps stopped 44 days ago
-        logical_row(cat, "legacy", f"D{day:02d}", START + timedelta(days=day, hours=1))
+        logical_row(cat, "legacy", did(day), START + timedelta(days=day, hours=1))
     return cat
 
 
@@ -80,17 +92,15 @@ def names(decisions: list, kind: str, remove: bool) -> set[str]:  # type: ignore
 def test_policy_keeps_exactly_what_the_rules_say(tmp_path: Path) -> None:
     cat = history(tmp_path)
     result = plan(cat, POLICY, NOW)
-    assert result.anchor == "B56"  # newest backup at or before now - 7 days
-    assert names(result.decisions, "physical", False) == {"B42", "B56", "B63"}
-    assert names(result.decisions, "physical", True) == {
-        f"B{d:02d}" for d in (0, 7, 14, 21, 28, 35)
-    }
+    assert result.anchor == bid(56)  # newest backup at or before now - 7 days
+    assert names(result.decisions, "physical", False) == {bid(42), bid(56), bid(63)}
+    assert names(result.decisions, "physical", True) == {bid(d) for d in (0, 7, 14, 21, 28, 35)}
     kept_dumps = names(result.decisions, "logical", False)
     for db in ("medusa_production", "strapi_production"):
         assert {n for n in kept_dumps if n.startswith(db)} == {
-            f"{db}/D{d:02d}" for d in range(40, 70)
+            f"{db}/{did(d)}" for d in range(40, 70)
         }
-    assert {n for n in kept_dumps if n.startswith("legacy")} == {"legacy/D25"}  # newest, any age
+    assert {n for n in kept_dumps if n.startswith("legacy")} == {f"legacy/{did(25)}"}  # newest, any age
     assert names(result.decisions, "history", False) == {"00000002.history"}
     keep = sorted((r.timeline, r.first, r.last) for r in result.wal if not r.remove)
     b42 = seg_of_day(42)
@@ -107,7 +117,7 @@ def test_windows_inside_the_policy_survive_apply(tmp_path: Path) -> None:
         r["name"]: r["finished_at"]
         for r in cat.query(
             "SELECT name, finished_at FROM artifacts WHERE kind='physical' AND name IN "
-            "('B42', 'B56', 'B63')"
+            f"('{bid(42)}', '{bid(56)}', '{bid(63)}')"
         )
     }
     old = START + timedelta(days=10)
@@ -139,9 +149,9 @@ def test_leases_pending_and_resume(tmp_path: Path) -> None:
         conn.execute(
             "UPDATE artifacts SET state='stored' WHERE kind='wal' AND timeline=1 AND segno=100"
         )
-    with lease(cat, "drill", artifacts=[("physical", "B35")], wal=[(1, 200, 210)]):
+    with lease(cat, "drill", artifacts=[("physical", bid(35))], wal=[(1, 200, 210)]):
         held = plan(cat, POLICY, NOW)
-        b35 = next(d for d in held.decisions if d.name == "B35")
+        b35 = next(d for d in held.decisions if d.name == bid(35))
         assert not b35.remove and "in use by a running restore or drill" in b35.reasons
         kept = [(r.first, r.last) for r in held.wal if not r.remove and r.timeline == 1]
         assert (200, 210) in kept

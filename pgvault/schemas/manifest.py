@@ -28,6 +28,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from pgvault import dbname
 from pgvault.errors import ManifestError
 
 MANIFEST_VERSION: Final = 2
@@ -158,8 +159,9 @@ class LogicalManifest(_Manifest):
 
     @property
     def artifact_name(self) -> str:
-        """The artifact it commits: `<db>/<backup_id>`."""
-        return f"{self.db}/{self.backup_id}"
+        """The artifact it commits: `<db>/<backup_id>`, the database name encoded as in
+        spool paths and object keys (pgvault.dbname)."""
+        return f"{dbname.encode(self.db)}/{self.backup_id}"
 
     @property
     def dump_name(self) -> str:

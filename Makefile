@@ -41,6 +41,7 @@ lint: venv
 	$(BIN)/ruff check pgvault tests bench scripts
 	$(BIN)/ruff format --check pgvault tests bench scripts
 	$(BIN)/mypy pgvault
+	$(BIN)/lint-imports  # layer and adapter contracts in .importlinter
 
 test: venv services browser lint
 	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)

@@ -11,9 +11,13 @@ from __future__ import annotations
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pgvault import fsutil
 from pgvault.errors import EncryptionError, UsageError
+
+if TYPE_CHECKING:
+    from pgvault.config import Settings
 
 
 def generate(path: Path, *, force: bool = False) -> str:
@@ -41,3 +45,11 @@ def loose_permissions(path: Path) -> bool:
     except OSError:
         return False
     return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
+def identities_for(settings: Settings) -> list[Any]:
+    """age identities for content verification and restores, when configured."""
+    from pgvault.storage.codec import load_identities
+
+    path = settings.encryption.identity_file
+    return load_identities(path) if path else []

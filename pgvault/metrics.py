@@ -25,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from pgvault.catalog.db import parse_iso
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
+from pgvault.timeutil import parse_iso
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,13 @@ from typing import Any
 
 from pgvault.catalog import auditlog
 from pgvault.catalog.audit import Finding, listing_pass, readback_pass
-from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
 from pgvault.log import for_artifact
 from pgvault.storage import ObjectStore
 from pgvault.storage.layout import Layout
+from pgvault.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 MAX_NAMES = 1000  # findings remembered per run (check reads them back)
@@ -122,7 +123,7 @@ def _heal(settings: Settings, findings: list[Finding], report: AuditReport) -> N
     """Re-upload from the spool what it still holds; alert every finding."""
     from pgvault.alerting import raise_alert
     from pgvault.broker import open_broker
-    from pgvault.producers.spoolscan import locate
+    from pgvault.spool.scan import locate
 
     if not findings:
         return

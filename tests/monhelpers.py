@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pgvault.catalog.db import iso
 from pgvault.catalog.runs import record_backup_run, record_drill
+from pgvault.timeutil import iso
 from tests.env import PgvaultEnv
 from tests.walgen import write_segment
 

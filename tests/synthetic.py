@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
+from pgvault.timeutil import iso
 from pgvault.walfile import DEFAULT_SEG_SIZE, segment_name
 
 SEG = DEFAULT_SEG_SIZE

@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.export import export
 from pgvault.catalog.rebuild import rebuild
 from pgvault.catalog.restorable import restorable_at
 from pgvault.storage.layout import Layout
 from pgvault.storage.local import LocalStore
+from pgvault.timeutil import now_iso
 from tests.synthetic import physical_row, wal_rows
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,10 +16,10 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgvault.catalog.artifacts import apply_event
-from pgvault.catalog.db import iso
 from pgvault.config import settings_from_dict
 from pgvault.metrics import FAMILIES, registry_for
 from pgvault.schemas import ArtifactEvent, FileInfo
+from pgvault.timeutil import iso
 from pgvault.walfile import segment_name
 from tests.conftest import EnvFactory
 from tests.monhelpers import ago, insert_backup, insert_drill, insert_run

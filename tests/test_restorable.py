@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pgvault.catalog.db import CatalogDB, iso, parse_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.restorable import restorable_at, windows
+from pgvault.timeutil import iso, parse_iso
 from tests.synthetic import SEG, physical_row, wal_rows
 
 START = datetime(2026, 2, 1, tzinfo=UTC)

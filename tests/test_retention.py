@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import lease
 from pgvault.catalog.restorable import restorable_at
 from pgvault.config import RetentionSettings
 from pgvault.retention.apply import apply, victims
 from pgvault.retention.policy import plan
 from pgvault.storage.local import LocalStore
+from pgvault.timeutil import iso
 from tests.conftest import EnvFactory
 from tests.synthetic import SEG, logical_row, physical_row, wal_rows
 from tests.test_pitr import mark_target, prepare, restore_and_read
@@ -100,7 +101,9 @@ def test_policy_keeps_exactly_what_the_rules_say(tmp_path: Path) -> None:
         assert {n for n in kept_dumps if n.startswith(db)} == {
             f"{db}/{did(d)}" for d in range(40, 70)
         }
-    assert {n for n in kept_dumps if n.startswith("legacy")} == {f"legacy/{did(25)}"}  # newest, any age
+    assert {n for n in kept_dumps if n.startswith("legacy")} == {
+        f"legacy/{did(25)}"
+    }  # newest, any age
     assert names(result.decisions, "history", False) == {"00000002.history"}
     keep = sorted((r.timeline, r.first, r.last) for r in result.wal if not r.remove)
     b42 = seg_of_day(42)

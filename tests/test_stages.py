@@ -13,8 +13,8 @@ from pgvault import keys
 from pgvault.broker.base import Delivery
 from pgvault.broker.topology import ATTEMPT_HEADER, ERROR_HEADER, STAGE_HEADER
 from pgvault.catalog.wal import runs
-from pgvault.producers.spoolscan import scan
 from pgvault.schemas import ArtifactEvent, FileInfo
+from pgvault.spool.scan import scan
 from pgvault.storage import objmeta
 from pgvault.storage.codec import decode_stream
 from pgvault.walfile import segment_name

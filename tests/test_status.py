@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.restorable import merged, windows
 from pgvault.checks.base import CheckResult, Status
 from pgvault.checks.runner import Report
@@ -14,6 +14,7 @@ from pgvault.config import settings_from_dict
 from pgvault.status.model import build
 from pgvault.status.page import render
 from pgvault.status.text import lines
+from pgvault.timeutil import iso
 from pgvault.walfile import segment_name
 from tests.conftest import EnvFactory
 from tests.synthetic import logical_row, physical_row, wal_rows

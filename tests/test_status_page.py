@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pgvault.catalog.db import iso
 from pgvault.catalog.restorable import merged, windows
 from pgvault.catalog.runs import record_drill
+from pgvault.timeutil import iso
 from pgvault.walfile import segment_name
 from tests.conftest import EnvFactory
 from tests.pgcluster import free_port

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from pgvault.catalog import transitions
 from pgvault.catalog.artifacts import apply_event
-from pgvault.catalog.db import ARTIFACT_COLUMNS, CatalogDB, iso
+from pgvault.catalog.db import ARTIFACT_COLUMNS, CatalogDB
 from pgvault.catalog.wal import chain, timelines_with_segments
 from pgvault.schemas import ArtifactEvent, FileInfo
+from pgvault.timeutil import iso
 from pgvault.walfile import segment_name
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)

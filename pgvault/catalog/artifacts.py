@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import BACKUP_FACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB, iso
+from pgvault.catalog.db import BACKUP_FACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB
 from pgvault.schemas import ArtifactEvent
+from pgvault.timeutil import iso
 
 RANK = {"ready": 0, "stored": 1, "verified": 2}
 RESETS = ("corrupt", "missing")

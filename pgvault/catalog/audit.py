@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.reverify import Readback, proved_meta, read_files
 from pgvault.errors import PgvaultError
 from pgvault.log import for_artifact
 from pgvault.storage import ObjectStore
 from pgvault.storage.layout import Layout
+from pgvault.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 

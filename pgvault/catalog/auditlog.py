@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, parse_iso
+from pgvault.catalog.db import CatalogDB
+from pgvault.timeutil import parse_iso
 
 
 def _values(cls: type, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from pgvault import dbname
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import SELECT_ALL
 from pgvault.catalog.rows import DumpRow, dump_row
 from pgvault.errors import NotRestorable
+from pgvault.timeutil import iso
 
 _COLS = SELECT_ALL
 

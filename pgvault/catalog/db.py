@@ -13,13 +13,13 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from pgvault.errors import CatalogClusterMismatch, CatalogError
+from pgvault.timeutil import now_iso
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -257,21 +257,6 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("004_incremental_export", _m004_incremental_export),
     ("005_store_audit", _m005_store_audit),
 ]
-
-
-def now_iso() -> str:
-    return iso(datetime.now(UTC))
-
-
-def iso(when: datetime) -> str:
-    """Fixed-width UTC text, so string order is time order in SQL."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class CatalogDB:

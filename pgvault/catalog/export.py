@@ -24,10 +24,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.wal import EXPORT_BLOCK
 from pgvault.storage import ObjectStore
 from pgvault.storage.layout import Layout
+from pgvault.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 BLOCK = EXPORT_BLOCK

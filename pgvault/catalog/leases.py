@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pgvault.catalog.db import CatalogDB, iso, now_iso
+from pgvault.catalog.db import CatalogDB
+from pgvault.timeutil import iso, now_iso
 
 
 @dataclass

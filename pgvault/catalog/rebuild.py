@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import ARTIFACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB, iso, now_iso
+from pgvault.catalog.db import ARTIFACT_COLUMNS, WAL_FACT_COLUMNS, CatalogDB
 from pgvault.catalog.export import receipt_root
 from pgvault.errors import ManifestError
 from pgvault.schemas import FileInfo
@@ -34,6 +34,7 @@ from pgvault.schemas.manifest import (
 )
 from pgvault.storage import ObjectInfo, ObjectStore, objmeta
 from pgvault.storage.layout import Layout
+from pgvault.timeutil import iso, now_iso
 from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name
 
 log = logging.getLogger(__name__)

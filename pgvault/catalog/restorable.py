@@ -18,10 +18,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pgvault.catalog.db import CatalogDB, iso, parse_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import SELECT_ALL
 from pgvault.catalog.rows import BackupRow, backup_row
 from pgvault.catalog.wal import run_containing
+from pgvault.timeutil import iso, parse_iso
 from pgvault.walfile import segment_name
 
 

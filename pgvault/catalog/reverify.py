@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.schemas import FileInfo
 from pgvault.storage import ObjectStore
+from pgvault.timeutil import now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +32,8 @@ class Readback:
 
 def read_files(store: ObjectStore, files: Sequence[Any], identities: Sequence[Any]) -> Readback:
     """Read back and prove every stored file of one artifact (storage.verified)."""
-    from pgvault.consumers.verify import read_back
     from pgvault.errors import IntegrityError, ObjectMissing, Superseded
+    from pgvault.storage.verified import read_back
 
     proved = True
     read = 0

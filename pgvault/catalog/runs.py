@@ -11,8 +11,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.rows import BackupRunRow, DrillRow
+from pgvault.timeutil import iso
 
 
 def record_backup_run(

@@ -27,8 +27,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.wal import EXPORT_BLOCK, run_containing
+from pgvault.timeutil import now_iso
 
 _CHAIN_COLUMNS = ("timeline", "segno", "state", "expiring_at", "deleted_at")
 

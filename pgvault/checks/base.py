@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from pgvault.catalog.db import CatalogDB, parse_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
+from pgvault.timeutil import parse_iso
 
 if TYPE_CHECKING:
     from pgvault.broker.base import Broker

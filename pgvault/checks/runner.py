@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgvault.catalog.db import iso
 from pgvault.checks import archiver, audit, backups, drills, infra, wal
 from pgvault.checks.base import CheckContext, CheckResult, Status, unknown, worst
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError, UsageError
+from pgvault.timeutil import iso
 
 if TYPE_CHECKING:
     from pgvault.broker.base import Broker

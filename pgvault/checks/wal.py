@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from pgvault.catalog import queries
-from pgvault.catalog.db import iso
 from pgvault.catalog.queries import state_of
 from pgvault.catalog.rows import ArtifactRow
 from pgvault.catalog.wal import run_containing
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
+from pgvault.timeutil import iso
 from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name, segment_name
 
 WAL_KINDS = ("wal", "history")

@@ -39,7 +39,7 @@ def audit_cmd(
     """
     from pgvault.catalog import open_catalog
     from pgvault.cli import state
-    from pgvault.consumers.factory import identities_for
+    from pgvault.keys import identities_for
     from pgvault.storage import open_store
     from pgvault.storeaudit import run_audit
 

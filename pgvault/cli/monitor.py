@@ -74,7 +74,7 @@ def metrics(
     import threading
 
     from pgvault.cli import state
-    from pgvault.consumers.worker import install_stop_handlers, sd_notify
+    from pgvault.daemon import install_stop_handlers, sd_notify
     from pgvault.metrics import serve
 
     host, port = _parse_listen(listen)

@@ -117,8 +117,8 @@ def restore_pitr(
     under the target directory (or where --tablespace-map says), never at their source
     location: a restore on the production host cannot write into production's files.
     """
-    from pgvault.consumers.factory import identities_for
     from pgvault.ids import parse_time, utc_note
+    from pgvault.keys import identities_for
     from pgvault.restore.pitr import restore_pitr as run
     from pgvault.restore.tablespaces import parse_map
     from pgvault.storage import open_store
@@ -218,7 +218,7 @@ def drill_pitr(
     when the drill failed.
     """
     from pgvault.broker import open_broker
-    from pgvault.consumers.factory import identities_for
+    from pgvault.keys import identities_for
     from pgvault.restore.drill_pitr import drill_pitr as run
     from pgvault.storage import open_store
 

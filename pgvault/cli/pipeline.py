@@ -52,7 +52,7 @@ def producer(
     from pgvault.broker import open_broker
     from pgvault.catalog import open_catalog
     from pgvault.cli import state
-    from pgvault.consumers.worker import install_stop_handlers
+    from pgvault.daemon import install_stop_handlers
     from pgvault.producers.watcher import Producer
 
     settings = state(ctx).settings
@@ -93,7 +93,8 @@ def worker(
     from pgvault.broker.base import declare_until_up
     from pgvault.cli import state
     from pgvault.consumers.factory import build_stage
-    from pgvault.consumers.worker import Worker, install_stop_handlers, sd_notify
+    from pgvault.consumers.worker import Worker
+    from pgvault.daemon import install_stop_handlers, sd_notify
 
     settings = state(ctx).settings
     if stage is StageName.catalog and settings.broker.prefetch != 1:

@@ -21,7 +21,7 @@ def run_rebuild(
     """Rebuild (and optionally read back); shared with restores on a fresh host."""
     from pgvault.catalog.rebuild import rebuild
     from pgvault.catalog.reverify import verify_unproven
-    from pgvault.consumers.factory import identities_for
+    from pgvault.keys import identities_for
     from pgvault.progress import counter
     from pgvault.storage import open_store
     from pgvault.storage.layout import Layout

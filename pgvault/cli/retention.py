@@ -79,8 +79,8 @@ def _apply(
 ) -> tuple[ApplyReport, list[str]]:
     from pgvault.alerting import raise_alert
     from pgvault.broker import open_broker
-    from pgvault.producers.janitor import clean_spool
     from pgvault.retention.apply import apply
+    from pgvault.spool.janitor import clean_spool
     from pgvault.storage import open_store
 
     report = apply(catalog, open_store(settings.storage), settings.spool_dir, retention)

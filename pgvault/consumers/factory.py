@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pgvault.broker.base import Broker
 from pgvault.config import Settings
 from pgvault.consumers.worker import Stage
-from pgvault.storage.codec import load_identities
-
-
-def identities_for(settings: Settings) -> list[Any]:
-    """age identities for content verification and restores, when configured."""
-    path = settings.encryption.identity_file
-    return load_identities(path) if path else []
+from pgvault.keys import identities_for
 
 
 def build_stage(stage: str, settings: Settings, broker: Broker) -> Stage:

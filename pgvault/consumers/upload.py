@@ -18,8 +18,8 @@ from pgvault.broker.base import Broker
 from pgvault.config import Settings
 from pgvault.errors import IntegrityError, ObjectConflict, RetryLater
 from pgvault.log import for_artifact
-from pgvault.producers.spoolscan import SpoolArtifact, locate
 from pgvault.schemas import AlertEvent, ArtifactEvent, FileInfo
+from pgvault.spool.scan import SpoolArtifact, locate
 from pgvault.storage import ObjectStore, objmeta
 from pgvault.storage.codec import Digest, encode_file
 from pgvault.storage.layout import Layout

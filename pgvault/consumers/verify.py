@@ -20,28 +20,12 @@ from pgvault.broker.base import Broker
 from pgvault.config import Settings
 from pgvault.errors import IntegrityError, ObjectMissing, Superseded
 from pgvault.log import for_artifact
-from pgvault.producers.spoolscan import locate
-from pgvault.schemas import AlertEvent, ArtifactEvent, FileInfo
+from pgvault.schemas import AlertEvent, ArtifactEvent
+from pgvault.spool.scan import locate
 from pgvault.storage import ObjectStore
-from pgvault.storage.codec import Digest
-from pgvault.storage.verified import Expected, read_verified
+from pgvault.storage.verified import read_back
 
 log = logging.getLogger(__name__)
-
-
-def read_back(
-    store: ObjectStore, f: FileInfo, identities: Sequence[Any]
-) -> tuple[Digest, Digest | None]:
-    """Read one stored file back and prove it (storage.verified.read_verified); returns
-    (stored, content) digests, content None when it is age-encrypted and no identity is
-    at hand.
-
-    Raises ObjectMissing, IntegrityError (Superseded when a newer upload of the same
-    content replaced the object); StoreError for transient failures."""
-    if f.key is None or f.stored_sha256 is None:
-        raise IntegrityError(f"{f.name}: no stored copy recorded")
-    result = read_verified(store, f.key, Expected.of_file(f), None, identities)
-    return result.stored, result.content
 
 
 class VerifyStage:

@@ -15,12 +15,8 @@ cannot help. Only unexpected errors are retried as crashes, a bounded number of 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import socket
 import threading
 import traceback
-from collections.abc import Callable
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -158,36 +154,3 @@ class Worker:
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> ConsumeStats:
         self.broker.auth.ring()  # no message key: refuse to start (MessageKeyError)
         return self.broker.consume(self.stage.name, self.on_delivery, once=once, stop=stop)
-
-
-def sd_notify(message: str) -> bool:
-    """systemd's notify protocol (Type=notify units); a no-op elsewhere."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-    except OSError:
-        return False
-    return True
-
-
-def install_stop_handlers(stop: threading.Event, what: str) -> Callable[[], None]:
-    """SIGTERM/SIGINT set `stop`: finish the current message, then exit (graceful)."""
-
-    def handler(signum: int, _frame: object) -> None:
-        log.info("%s: %s received, finishing current work", what, signal.Signals(signum).name)
-        sd_notify("STOPPING=1")
-        stop.set()
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, prev in old.items():
-            signal.signal(sig, prev)
-
-    return restore

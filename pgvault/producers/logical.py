@@ -33,7 +33,7 @@ from pgvault import dbname, pg, spool
 from pgvault import pgtoc as toc
 from pgvault.alerting import raise_alert
 from pgvault.broker.base import Broker
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
 from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
@@ -55,6 +55,7 @@ from pgvault.schemas.manifest import (
     TablesFile,
 )
 from pgvault.storage.codec import sha256_file
+from pgvault.timeutil import iso
 
 log = logging.getLogger(__name__)
 

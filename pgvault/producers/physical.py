@@ -32,7 +32,7 @@ import zstandard
 from pgvault import pg, spool
 from pgvault.alerting import raise_alert
 from pgvault.broker.base import Broker
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
 from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
@@ -55,6 +55,7 @@ from pgvault.schemas.manifest import (
     TablespaceInfo,
 )
 from pgvault.storage.codec import sha256_file
+from pgvault.timeutil import iso
 from pgvault.walfile import format_lsn, segment_name
 
 log = logging.getLogger(__name__)

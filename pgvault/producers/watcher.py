@@ -28,12 +28,12 @@ from pgvault.broker.base import Broker, declare_until_up
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
 from pgvault.config import Settings
-from pgvault.consumers.worker import sd_notify
+from pgvault.daemon import sd_notify
 from pgvault.errors import BrokerError, PgvaultError
 from pgvault.log import for_artifact
-from pgvault.producers.janitor import clean_spool, clean_stale_tmp
-from pgvault.producers.spoolscan import SpoolArtifact, artifact_at, scan
 from pgvault.schemas import AlertEvent, ArtifactEvent
+from pgvault.spool.janitor import clean_spool, clean_stale_tmp
+from pgvault.spool.scan import SpoolArtifact, artifact_at, scan
 from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)

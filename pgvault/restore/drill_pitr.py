@@ -21,7 +21,7 @@ from typing import Any
 from pgvault import pg
 from pgvault.alerting import raise_alert
 from pgvault.broker.base import Broker
-from pgvault.catalog.db import CatalogDB, parse_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.restorable import windows
 from pgvault.catalog.runs import record_drill
 from pgvault.config import Settings
@@ -29,6 +29,7 @@ from pgvault.errors import NotRestorable, PgvaultError
 from pgvault.restore.pitr import restore_pitr
 from pgvault.restore.server import RestoredServer
 from pgvault.storage import ObjectStore
+from pgvault.timeutil import parse_iso
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pgvault import fsutil
 from pgvault.config import Settings
 from pgvault.errors import IntegrityError, ObjectMissing
 from pgvault.log import for_artifact
-from pgvault.producers.spoolscan import locate
 from pgvault.schemas import FileInfo
+from pgvault.spool.scan import locate
 from pgvault.storage import ObjectStore
 from pgvault.storage.verified import Expected, fetch_verified
 

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pgvault.config import Settings, load_settings
-from pgvault.consumers.factory import identities_for
 from pgvault.errors import ObjectMissing
+from pgvault.keys import identities_for
 from pgvault.lightconf import load_light
 from pgvault.restore.wal_restore import catalog_row, from_spool
 from pgvault.storage import ObjectStore, open_store

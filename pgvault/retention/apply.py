@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgvault.catalog import transitions
-from pgvault.catalog.db import CatalogDB, now_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import active
 from pgvault.catalog.queries import SELECT_ALL
 from pgvault.catalog.rows import ArtifactRow, artifact_row
 from pgvault.errors import StoreError
-from pgvault.producers.spoolscan import locate
 from pgvault.retention.policy import RetentionPlan, segments_to_remove
+from pgvault.spool.scan import locate
 from pgvault.storage import ObjectStore
+from pgvault.timeutil import now_iso
 
 log = logging.getLogger(__name__)
 BATCH = 500

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import LeaseSet, active
 from pgvault.catalog.queries import SELECT_ALL
 from pgvault.catalog.rows import ArtifactRow, BackupRow, artifact_row, backup_row
 from pgvault.config import RetentionSettings
 from pgvault.schemas.events import check_artifact_name
+from pgvault.timeutil import iso
 from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name, segment_name
 
 PENDING = ("ready", "stored")

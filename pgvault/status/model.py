@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgvault.catalog.db import CatalogDB, iso, parse_iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import artifact, list_artifacts, newest_backups
 from pgvault.catalog.restorable import logical_options, merged, windows
 from pgvault.catalog.rows import ArtifactRow, DrillRow
@@ -19,6 +19,7 @@ from pgvault.checks.base import CheckResult, Status
 from pgvault.checks.runner import Report, run_checks
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
+from pgvault.timeutil import iso, parse_iso
 from pgvault.walfile import parse_name
 
 

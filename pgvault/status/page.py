@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from html import escape
 
-from pgvault.catalog.db import parse_iso
 from pgvault.status import text
 from pgvault.status.model import StatusView
+from pgvault.timeutil import parse_iso
 
 WIDTH, LEFT, RIGHT = 1180, 90, 20
 ROWS = {"pitr": 40, "physical": 80, "logical": 110, "drill": 140}

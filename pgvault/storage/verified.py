@@ -187,3 +187,18 @@ def fetch_verified(
     finally:
         fsutil.unlink_quietly(tmp)
     return result
+
+
+def read_back(
+    store: ObjectStore, f: FileInfo, identities: Sequence[Any]
+) -> tuple[Digest, Digest | None]:
+    """Read one stored file back and prove it (storage.verified.read_verified); returns
+    (stored, content) digests, content None when it is age-encrypted and no identity is
+    at hand.
+
+    Raises ObjectMissing, IntegrityError (Superseded when a newer upload of the same
+    content replaced the object); StoreError for transient failures."""
+    if f.key is None or f.stored_sha256 is None:
+        raise IntegrityError(f"{f.name}: no stored copy recorded")
+    result = read_verified(store, f.key, Expected.of_file(f), None, identities)
+    return result.stored, result.content

@@ -8,11 +8,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pgvault.catalog.db import CatalogDB, iso
+from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
 from pgvault.config import Settings
 from pgvault.log import for_artifact
-from pgvault.producers.spoolscan import scan
+from pgvault.spool.scan import scan
+from pgvault.timeutil import iso
 
 log = logging.getLogger(__name__)
 

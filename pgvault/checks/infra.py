@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_bytes
 from pgvault.errors import PgvaultError
@@ -27,76 +28,82 @@ def queues(ctx: CheckContext) -> list[CheckResult]:
     topo = broker.topology
     results = [CheckResult("queues", "broker", Status.OK, "broker reachable")]
     for stage in topo.stages:
-        name = topo.queue(stage)
-        work = depths.get(name)
-        if work is None:
+        if topo.queue(stage) not in depths:
             results.append(
                 CheckResult(
                     "queues",
                     stage,
                     Status.CRITICAL,
-                    f"queue {name} does not exist",
+                    f"queue {topo.queue(stage)} does not exist",
                     action="run `pgvault init` to declare the topology",
                 )
             )
             continue
-        retrying = sum(
-            depths[q].messages
-            for q in (topo.retry_queue(stage, d) for d in topo.retry_delays)
-            if q in depths
-        )
-        total = work.messages + retrying
-        worker = f"`pgvault worker {stage}`"
-        if work.messages and not work.consumers:
-            status = Status.CRITICAL
-            text = f"{work.messages} message(s) wait and no worker consumes"
-            action: str | None = f"start {worker} (or its service) and read its log"
-        elif total > limit:
-            status, text = Status.WARNING, f"backlog of {total} message(s)"
-            action = f"add {worker} instances or look for a slow store"
-        elif not work.consumers:
-            status, text = Status.WARNING, "no worker attached"
-            action = f"start {worker}"
-        else:
-            status, text, action = Status.OK, f"{work.consumers} consumer(s)", None
-        results.append(
-            CheckResult(
-                "queues",
-                stage,
-                status,
-                f"{name}: {text} ({work.messages} ready, {retrying} in retry)",
-                value=total,
-                threshold=limit,
-                unit="messages",
-                action=action,
-                details={
-                    "queue": name,
-                    "ready": work.messages,
-                    "retrying": retrying,
-                    "consumers": work.consumers,
-                },
-            )
-        )
-        dead_name = topo.dead_queue(stage)
-        dead = depths.get(dead_name)
-        count = dead.messages if dead else 0
-        results.append(
-            CheckResult(
-                "queues",
-                f"{stage}.dead",
-                Status.CRITICAL if count else Status.OK,
-                f"{dead_name}: {count} dead-lettered message(s)",
-                value=count,
-                threshold=0,
-                unit="messages",
-                action="read the x-pgvault-error header of each message (management UI or "
-                "rabbitmqadmin get), fix the cause, then shovel them back or discard them"
-                if count
-                else None,
-                details={"queue": dead_name},
-            )
-        )
+        results.append(_work_queue(topo, stage, depths, limit))
+        results.append(_dead_queue(topo, stage, depths))
     return results
+
+
+def _work_queue(topo: Any, stage: str, depths: dict[str, Any], limit: int) -> CheckResult:
+    """A stage's work queue: consumed, and not backed up beyond the limit."""
+    name = topo.queue(stage)
+    work = depths[name]
+    retrying = sum(
+        depths[q].messages
+        for q in (topo.retry_queue(stage, d) for d in topo.retry_delays)
+        if q in depths
+    )
+    total = work.messages + retrying
+    worker = f"`pgvault worker {stage}`"
+    if work.messages and not work.consumers:
+        status = Status.CRITICAL
+        text = f"{work.messages} message(s) wait and no worker consumes"
+        action: str | None = f"start {worker} (or its service) and read its log"
+    elif total > limit:
+        status, text = Status.WARNING, f"backlog of {total} message(s)"
+        action = f"add {worker} instances or look for a slow store"
+    elif not work.consumers:
+        status, text = Status.WARNING, "no worker attached"
+        action = f"start {worker}"
+    else:
+        status, text, action = Status.OK, f"{work.consumers} consumer(s)", None
+    return CheckResult(
+        "queues",
+        stage,
+        status,
+        f"{name}: {text} ({work.messages} ready, {retrying} in retry)",
+        value=total,
+        threshold=limit,
+        unit="messages",
+        action=action,
+        details={
+            "queue": name,
+            "ready": work.messages,
+            "retrying": retrying,
+            "consumers": work.consumers,
+        },
+    )
+
+
+def _dead_queue(topo: Any, stage: str, depths: dict[str, Any]) -> CheckResult:
+    """A stage's dead-letter queue: anything in it needs a person."""
+    dead_name = topo.dead_queue(stage)
+    dead = depths.get(dead_name)
+    count = dead.messages if dead else 0
+    return CheckResult(
+        "queues",
+        f"{stage}.dead",
+        Status.CRITICAL if count else Status.OK,
+        f"{dead_name}: {count} dead-lettered message(s)",
+        value=count,
+        threshold=0,
+        unit="messages",
+        action="read the x-pgvault-error header of each message (management UI or "
+        "rabbitmqadmin get), fix the cause, then shovel them back or discard them"
+        if count
+        else None,
+        details={"queue": dead_name},
+    )
 
 
 def disk(ctx: CheckContext) -> list[CheckResult]:

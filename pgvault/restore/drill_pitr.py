@@ -70,43 +70,19 @@ def drill_pitr(
     target_dir = scratch / f"drill-pitr-{started.strftime('%Y%m%dT%H%M%SZ')}"
     details: dict[str, Any] = {"target": target.isoformat(), "target_dir": str(target_dir)}
     ok = False
-    server: RestoredServer | None = None
+    servers: list[RestoredServer] = []
     try:
-        result = restore_pitr(
+        backup_id = _restore_and_prove(
             settings,
             catalog,
             store,
-            to=target,
+            target=target,
             target_dir=target_dir,
-            start=True,
-            action="promote",
             identities=identities,
             owner=owner,
-            from_store=True,
+            details=details,
+            servers=servers,
         )
-        backup_id = result.backup_id
-        details.update(
-            restored_to=result.restored_to,
-            segments=result.segments,
-            wal_bytes=result.wal_bytes,
-            port=result.port,
-            unlogged=result.unlogged,  # empty after any restore: PostgreSQL's behaviour
-        )
-        server = RestoredServer(
-            target_dir,
-            result.port,
-            settings.postgres.bin_dir,
-            settings.postgres.user,
-            Path(result.socket_dir),
-        )
-        if result.restored_to and parse_iso(result.restored_to) > target:
-            raise NotRestorable(f"replayed past the target ({result.restored_to} > {target})")
-        with pg.connect(server.settings()) as conn:
-            details["databases"] = pg.fetch_value(
-                conn, "SELECT count(*) FROM pg_database WHERE NOT datistemplate"
-            )
-            pg.fetch_all(conn, settings.postgres.sanity_query)
-        details["sanity_query"] = "ok"
         ok = True
     except Exception as exc:  # any failure is a failed drill: recorded and alerted
         details["error"] = (
@@ -116,19 +92,89 @@ def drill_pitr(
             "pitr drill failed: %s", details["error"], extra={"artifact": f"physical/{backup_id}"}
         )
     finally:
-        if server is not None:
+        for server in servers:
             server.stop("immediate")
             shutil.rmtree(server.socket_dir, ignore_errors=True)
         shutil.rmtree(target_dir, ignore_errors=True)
-    finished = datetime.now(UTC)
-    duration = round(time.monotonic() - t0, 2)
+    _record_and_alert(
+        settings, catalog, broker, target=target, backup_id=backup_id, started=started, ok=ok,
+        details=details,
+    )  # fmt: skip
+    return DrillResult(ok, target.isoformat(), backup_id, round(time.monotonic() - t0, 2), details)
+
+
+def _restore_and_prove(
+    settings: Settings,
+    catalog: CatalogDB,
+    store: ObjectStore,
+    *,
+    target: datetime,
+    target_dir: Path,
+    identities: list[Any],
+    owner: str,
+    details: dict[str, Any],
+    servers: list[RestoredServer],
+) -> str:
+    """Restore from the store to `target`, check the point reached and that the server
+    answers the sanity query; the running server is appended to `servers` (the caller
+    stops it whatever happens). Returns the base backup used."""
+    result = restore_pitr(
+        settings,
+        catalog,
+        store,
+        to=target,
+        target_dir=target_dir,
+        start=True,
+        action="promote",
+        identities=identities,
+        owner=owner,
+        from_store=True,
+    )
+    details.update(
+        restored_to=result.restored_to,
+        segments=result.segments,
+        wal_bytes=result.wal_bytes,
+        port=result.port,
+        unlogged=result.unlogged,  # empty after any restore: PostgreSQL's behaviour
+        tablespaces=result.tablespaces,
+    )
+    server = RestoredServer(
+        target_dir,
+        result.port,
+        settings.postgres.bin_dir,
+        settings.postgres.user,
+        Path(result.socket_dir),
+    )
+    servers.append(server)
+    if result.restored_to and parse_iso(result.restored_to) > target:
+        raise NotRestorable(f"replayed past the target ({result.restored_to} > {target})")
+    with pg.connect(server.settings()) as conn:
+        details["databases"] = pg.fetch_value(
+            conn, "SELECT count(*) FROM pg_database WHERE NOT datistemplate"
+        )
+        pg.fetch_all(conn, settings.postgres.sanity_query)
+    details["sanity_query"] = "ok"
+    return result.backup_id
+
+
+def _record_and_alert(
+    settings: Settings,
+    catalog: CatalogDB,
+    broker: Broker | None,
+    *,
+    target: datetime,
+    backup_id: str,
+    started: datetime,
+    ok: bool,
+    details: dict[str, Any],
+) -> None:
     record_drill(
         catalog,
         kind="pitr",
         target=target.isoformat(),
         backup=backup_id,
         started_at=started,
-        finished_at=finished,
+        finished_at=datetime.now(UTC),
         result="ok" if ok else "failed",
         details=details,
     )
@@ -142,4 +188,3 @@ def drill_pitr(
             summary=f"PITR drill to {target.isoformat()} failed: {details.get('error')}",
             action="run `pgvault drill pitr -v` and read the restored server log",
         )
-    return DrillResult(ok, target.isoformat(), backup_id, duration, details)

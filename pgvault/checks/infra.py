@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from typing import Any
 
+from pgvault.broker.base import QueueDepth
+from pgvault.broker.topology import Topology
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_bytes
 from pgvault.errors import PgvaultError
 
@@ -44,7 +45,9 @@ def queues(ctx: CheckContext) -> list[CheckResult]:
     return results
 
 
-def _work_queue(topo: Any, stage: str, depths: dict[str, Any], limit: int) -> CheckResult:
+def _work_queue(
+    topo: Topology, stage: str, depths: dict[str, QueueDepth], limit: int
+) -> CheckResult:
     """A stage's work queue: consumed, and not backed up beyond the limit."""
     name = topo.queue(stage)
     work = depths[name]
@@ -85,7 +88,7 @@ def _work_queue(topo: Any, stage: str, depths: dict[str, Any], limit: int) -> Ch
     )
 
 
-def _dead_queue(topo: Any, stage: str, depths: dict[str, Any]) -> CheckResult:
+def _dead_queue(topo: Topology, stage: str, depths: dict[str, QueueDepth]) -> CheckResult:
     """A stage's dead-letter queue: anything in it needs a person."""
     dead_name = topo.dead_queue(stage)
     dead = depths.get(dead_name)

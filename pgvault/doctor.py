@@ -8,8 +8,6 @@ really runs (skip with --no-switch).
 
 from __future__ import annotations
 
-import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -240,24 +238,7 @@ class Doctor:
         if not wal.is_dir():
             self._add("spool", Status.CRITICAL, f"{wal} does not exist", "run `pgvault init`")
             return
-        if os.geteuid() == 0:
-            ok = (
-                subprocess.run(
-                    ["runuser", "-u", "postgres", "--", "test", "-w", str(wal)], check=False
-                ).returncode
-                == 0
-            )
-        else:
-            ok = os.access(wal, os.W_OK) and pwd.getpwuid(os.geteuid()).pw_name == "postgres"
-        if ok:
-            self._add("spool", Status.OK, f"{wal} is writable by postgres")
-        else:
-            self._add(
-                "spool",
-                Status.CRITICAL,
-                f"{wal} is not writable by the postgres user",
-                f"chown -R postgres: {self.settings.spool_dir} (or `pgvault init`)",
-            )
+        self.access()
         usage = shutil.disk_usage(self.settings.spool_dir)
         pct = 100 * usage.used / usage.total
         level = Status.OK if pct < self.settings.alerts.disk_usage_pct else Status.WARNING
@@ -269,6 +250,12 @@ class Doctor:
             if level is Status.OK
             else "free space or move spool_dir; the spool grows while the store is unreachable",
         )
+
+    def access(self) -> None:
+        """Spool, work dir, catalog and a local store written and read AS the service user
+        (a probe process under its uid): what root can do proves nothing."""
+        for result in access_findings(self.settings):
+            self.findings.append(result)
 
     def alerting(self) -> None:
         a = self.settings.alerts
@@ -319,6 +306,36 @@ class Doctor:
         self.alerting()
         self.encryption()
         return self.findings
+
+
+def access_findings(settings: Settings, subject: str = SUBJECT) -> list[CheckResult]:
+    """`access`: can the service user write and read everything pgvault writes?"""
+    from pgvault.identity import probe_as_service_user
+
+    user = settings.service.user
+    dirs = [settings.spool_dir / sub for sub in ("wal", "logical", "physical", "alerts", "tmp")]
+    dirs.append(settings.catalog_path.parent)
+    if settings.work_dir.exists():
+        dirs.append(settings.work_dir)
+    if settings.storage.type == "local":
+        dirs.append(settings.storage.path)
+    dirs = [d for d in dirs if d.exists()] or dirs
+    files = [f for f in (settings.catalog_path, settings.hmac_key_path) if f.exists()]
+    fix = f"sudo pgvault init (chowns them to {user}), or chown -R {user}: the path named"
+    try:
+        problem = probe_as_service_user(user, dirs, files)
+    except PgvaultError as exc:
+        return [CheckResult("spool", subject, Status.WARNING, str(exc), action=None)]
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [CheckResult("spool", subject, Status.UNKNOWN, f"probe failed: {exc}", None)]
+    if problem:
+        return [CheckResult("spool", subject, Status.CRITICAL, f"as {user}: {problem}", action=fix)]
+    where = "spool, catalog" + (", store" if settings.storage.type == "local" else "")
+    return [
+        CheckResult(
+            "access", subject, Status.OK, f"{where} written and read as {user}", action=None
+        )
+    ]
 
 
 _FIXES = {

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgvault.catalog.db import iso
-from pgvault.checks import archiver, backups, drills, infra, wal
+from pgvault.checks import archiver, backups, drills, infra, spool, wal
 from pgvault.checks.base import CheckContext, CheckResult, Status, unknown, worst
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError, UsageError
@@ -45,6 +45,7 @@ CHECKS: dict[str, CheckFn] = {
     "disk": infra.disk,
     "store": infra.store,
     "drills": drills.drills,
+    "spool": spool.spool,
 }
 _NAGIOS_UOM = {"s": "s", "%": "%", "bytes": "B"}
 

@@ -333,7 +333,7 @@ def access_findings(settings: Settings, subject: str = SUBJECT) -> list[CheckRes
     where = "spool, catalog" + (", store" if settings.storage.type == "local" else "")
     return [
         CheckResult(
-            "access", subject, Status.OK, f"{where} written and read as {user}", action=None
+            "spool", subject, Status.OK, f"{where} written and read as {user}", action=None
         )
     ]
 

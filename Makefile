@@ -8,12 +8,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help venv services lint test test-fast demo bench clean
+.PHONY: help venv services lint test test-fast test-faults demo bench clean
 
 help:
 	@echo "make demo   - run the whole mission end to end on a throw-away cluster"
 	@echo "make test   - lint (ruff, mypy) + the full test suite against real services"
 	@echo "make lint   - ruff + mypy only"
+	@echo "make test-faults - fault scenarios (full spool, broker node stopped, backups as root)"
 	@echo "make bench  - benchmarks vs pgBackRest / pg_dump / pg_basebackup"
 
 $(STAMP):
@@ -34,10 +35,14 @@ lint: venv
 	$(BIN)/mypy pgvault
 
 test: venv services lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
+
+# a real cluster, a RabbitMQ node of the tests' own, moto's S3; figures: docs/RELIABILITY.md
+test-faults: venv services
+	$(BIN)/pytest -m faults -s $(PYTEST_ARGS) tests/test_faults.py
 
 test-fast: venv
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not faults" $(PYTEST_ARGS)
 
 demo: venv services
 	$(BIN)/python scripts/demo.py

@@ -332,9 +332,7 @@ def access_findings(settings: Settings, subject: str = SUBJECT) -> list[CheckRes
         return [CheckResult("spool", subject, Status.CRITICAL, f"as {user}: {problem}", action=fix)]
     where = "spool, catalog" + (", store" if settings.storage.type == "local" else "")
     return [
-        CheckResult(
-            "spool", subject, Status.OK, f"{where} written and read as {user}", action=None
-        )
+        CheckResult("spool", subject, Status.OK, f"{where} written and read as {user}", action=None)
     ]
 
 

@@ -32,6 +32,8 @@ def _give(path: Path, user: str, *, tree: bool = False) -> None:
     from pgvault.identity import lookup
 
     svc = lookup(user)
+    if svc.uid == 0:  # `[service] user = "root"`: nothing switches, ownership is left alone
+        return
     paths = [path]
     if tree:
         for dirpath, dirs, files in os.walk(path):

@@ -127,7 +127,7 @@ def noise(env: PgvaultEnv, rows: int = 20000) -> str:
 def check_status(env: PgvaultEnv, only: str) -> str:
     proc = env.cli("check", "--only", only, "--json", "--no-alerts", check=False)
     data = json.loads(proc.stdout)
-    return "/".join(sorted({r["status"] for r in data["results"]}))
+    return str(data["status"])
 
 
 # -- (a) a full spool ---------------------------------------------------------------------

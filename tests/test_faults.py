@@ -259,6 +259,7 @@ def test_broker_node_stopped_loses_nothing(fenv: Any, rabbit: PrivateRabbit) -> 
     env.start_pipeline()
     first = noise(env, 1000)
     pg.wait_archived(first, 60)
+    down = time.monotonic()
     rabbit.stop_app()
     try:
         during = [noise(env, 1000) for _ in range(3)]
@@ -268,6 +269,7 @@ def test_broker_node_stopped_loses_nothing(fenv: Any, rabbit: PrivateRabbit) -> 
     finally:
         rabbit.start_app()
     back = time.monotonic()
+    outage = back - down
     after = noise(env, 1000)
     pg.wait_archived(after, 60)
     archived = archived_segments(env)
@@ -278,7 +280,13 @@ def test_broker_node_stopped_loses_nothing(fenv: Any, rabbit: PrivateRabbit) -> 
     )
     recover = time.monotonic() - back
     got = figures(env, archived)
-    report("broker_stopped", **got, time_to_recover_s=round(recover, 1), alert=f"queues {alert}")
+    report(
+        "broker_stopped",
+        **got,
+        outage_s=round(outage, 1),
+        time_to_recover_s=round(recover, 1),
+        alert=f"queues {alert}",
+    )
     assert got["lost"] == 0 and got["falsely_verified"] == 0
     assert alert != "OK"
 
@@ -331,3 +339,17 @@ def test_backup_logical_as_root_is_written_as_the_service_user(fenv: Any) -> Non
     )
     assert owners == {"postgres"}
     assert alert == "OK"
+
+    # an entry the service user cannot read (left by some root process): the producer
+    # alerts on it and `check` is critical at once, instead of an hour of green
+    stray = env.spool / "logical" / "postgres" / "20990101T000000Z"
+    stray.mkdir(mode=0o700)
+    (stray / "manifest.json").write_text("{}")
+    status = check_status(env, "spool")
+    env.wait_for(
+        lambda: "spool entry unreadable" in (env.base / "producer.log").read_text(),
+        30,
+        "the producer reporting the unreadable entry",
+    )
+    report("unreadable_spool_entry", alert=f"spool {status}, producer spool_unreadable")
+    assert status == "CRITICAL"

@@ -10,13 +10,14 @@ PYTEST_ARGS ?=
 # PostgreSQL majors the multi-version tests run on (scripts/pg-binaries.sh -> .cache/pg/)
 PG_MAJORS ?= 14 15 16 17 18
 
-.PHONY: help venv services browser lint test test-fast demo bench clean
+.PHONY: help venv services browser lint test test-fast test-faults demo bench clean
 
 help:
 	@echo "make demo   - run the whole mission end to end on a throw-away cluster"
 	@echo "make test   - lint (ruff, mypy) + the full test suite against real services"
 	@echo "make test-fast - the tests that need no service (no broker, cluster or S3)"
 	@echo "make lint   - ruff + mypy only"
+	@echo "make test-faults - fault scenarios (full spool, broker node stopped, backups as root)"
 	@echo "make bench  - benchmarks vs pgBackRest / pg_dump / pg_basebackup"
 
 $(STAMP):
@@ -44,11 +45,15 @@ lint: venv
 	$(BIN)/lint-imports  # layer and adapter contracts in .importlinter
 
 test: venv services browser lint
-	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not faults" --durations=15 $(PYTEST_ARGS)
+
+# a real cluster, a RabbitMQ node of the tests' own, moto's S3; figures: docs/RELIABILITY.md
+test-faults: venv services
+	$(BIN)/pytest -m faults -s $(PYTEST_ARGS) tests/test_faults.py
 
 # no RabbitMQ, PostgreSQL or S3 needed: stage logic runs on the in-process harness
 test-fast: venv
-	PGVAULT_TEST_NO_SERVICES=1 $(BIN)/pytest -m "not slow and not needs_services" --durations=10 $(PYTEST_ARGS)
+	PGVAULT_TEST_NO_SERVICES=1 $(BIN)/pytest -m "not slow and not needs_services and not faults" --durations=10 $(PYTEST_ARGS)
 
 demo: venv services
 	$(BIN)/python scripts/demo.py

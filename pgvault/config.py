@@ -169,6 +169,18 @@ class EncryptionSettings(_Section):
         return value
 
 
+class ServiceSettings(_Section):
+    # the one OS user everything pgvault writes belongs to (DESIGN invariant 14): commands
+    # started as root switch to it (pgvault.identity); restores and drills keep root
+    user: str = "postgres"
+    # the upload worker's scratch space (compression, encryption); outside the spool so a
+    # full spool can still drain. Default: /var/tmp/pgvault-<cluster>
+    work_dir: Path | None = None
+    # `check`: a spool entry older than this that the catalog does not show stored or
+    # verified is an alert (not announced, or not uploaded); 0 disables
+    max_unshipped_minutes: float = Field(10, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PGVAULT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -184,6 +196,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     audit: AuditSettings = AuditSettings()
     encryption: EncryptionSettings = EncryptionSettings()
+    service: ServiceSettings = ServiceSettings()
 
     config_file: Path | None = Field(None, exclude=True)
 
@@ -212,6 +225,13 @@ class Settings(BaseSettings):
         if self.alerts.state_path is not None:
             return self.alerts.state_path
         return self.catalog_path.with_name(f"{self.catalog_path.stem}.alerts.sqlite")
+
+    @property
+    def work_dir(self) -> Path:
+        """The upload worker's scratch directory, outside the spool (`[service] work_dir`)."""
+        if self.service.work_dir is not None:
+            return self.service.work_dir
+        return Path("/var/tmp") / f"pgvault-{self.cluster}"  # noqa: S108 (0700, owner checked)
 
     @property
     def hmac_key_path(self) -> Path:

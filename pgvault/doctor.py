@@ -8,8 +8,6 @@ really runs (skip with --no-switch).
 
 from __future__ import annotations
 
-import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -18,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pgvault.checks.base import CheckResult, Status
+from pgvault.checks.spool import access_findings
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
 
@@ -242,24 +241,7 @@ class Doctor:
         if not wal.is_dir():
             self._add("spool", Status.CRITICAL, f"{wal} does not exist", "run `pgvault init`")
             return
-        if os.geteuid() == 0:
-            ok = (
-                subprocess.run(
-                    ["runuser", "-u", "postgres", "--", "test", "-w", str(wal)], check=False
-                ).returncode
-                == 0
-            )
-        else:
-            ok = os.access(wal, os.W_OK) and pwd.getpwuid(os.geteuid()).pw_name == "postgres"
-        if ok:
-            self._add("spool", Status.OK, f"{wal} is writable by postgres")
-        else:
-            self._add(
-                "spool",
-                Status.CRITICAL,
-                f"{wal} is not writable by the postgres user",
-                f"chown -R postgres: {self.settings.spool_dir} (or `pgvault init`)",
-            )
+        self.access()
         usage = shutil.disk_usage(self.settings.spool_dir)
         pct = 100 * usage.used / usage.total
         level = Status.OK if pct < self.settings.alerts.disk_usage_pct else Status.WARNING
@@ -271,6 +253,12 @@ class Doctor:
             if level is Status.OK
             else "free space or move spool_dir; the spool grows while the store is unreachable",
         )
+
+    def access(self) -> None:
+        """Spool, work dir, catalog and a local store written and read AS the service user
+        (a probe process under its uid): what root can do proves nothing."""
+        for result in access_findings(self.settings, subject=SUBJECT):
+            self.findings.append(result)
 
     def alerting(self) -> None:
         a = self.settings.alerts

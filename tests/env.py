@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -72,12 +73,23 @@ class PgvaultEnv:
             "broker": {"url": amqp_url, "retry_delays": [1, 2], "heartbeat": 30},
             "storage": storage,
             "retention": {"local_keep_days": 2},
+            # the suite runs as root and owns what it makes: root is this env's service
+            # user (no switch); use_service_user() makes an env that switches like a host
+            "service": {"user": pwd.getpwuid(os.geteuid()).pw_name, "work_dir": str(base / "work")},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict):
                 self.data.setdefault(key, {}).update(value)
             else:
                 self.data[key] = value
+        self.write_config()
+
+    def use_service_user(self, name: str = "postgres") -> None:
+        """Run this env as a host does: `[service] user = name`, the catalog in a directory
+        of its own (init creates it and gives it to that user), commands started as root
+        switching to it."""
+        self.data["service"]["user"] = name
+        self.data["catalog_path"] = str(self.base / "var" / "catalog.sqlite")
         self.write_config()
 
     def write_config(self) -> None:

@@ -89,6 +89,7 @@ def test_definitions_import_matches_what_init_declares(make_env: EnvFactory) -> 
 
 def test_init_is_idempotent(make_env: EnvFactory) -> None:
     env = make_env("s3")
+    env.use_service_user("postgres")
     first = env.cli("init", "--create-bucket")
     second = env.cli("init", "--create-bucket")
     assert first.returncode == second.returncode == 0
@@ -111,6 +112,7 @@ def doctor(env, *args: str) -> tuple[int, dict[str, dict[str, str]]]:  # type: i
 @pytest.mark.slow
 def test_doctor_finds_each_misconfiguration(make_env: EnvFactory) -> None:
     env = make_env("local")
+    env.use_service_user("postgres")  # doctor run as root tests access as postgres
     env.cli("init")
     env.make_pg()
     code, found = doctor(env)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgvault.checks import archiver, audit, backups, drills, infra, wal
+from pgvault.checks import archiver, audit, backups, drills, infra, spool, wal
 from pgvault.checks.base import CheckContext, CheckResult, Status, unknown, worst
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError, UsageError
@@ -46,6 +46,7 @@ CHECKS: dict[str, CheckFn] = {
     "store": infra.store,
     "drills": drills.drills,
     "store_audit": audit.store_audit,
+    "spool": spool.spool,
 }
 _NAGIOS_UOM = {"s": "s", "%": "%", "bytes": "B"}
 

@@ -38,9 +38,39 @@ class State:
 
     @property
     def settings(self) -> Settings:
+        """The config, loaded once; a command started as root becomes the service user
+        right here, before it writes anything (pgvault.identity), unless it is one of the
+        few that keep root (init switches itself after its root-only steps)."""
         if self._settings is None:
+            from pgvault import identity
+
             self._settings = load_settings(self.config)
+            if not identity.keeps_root(tuple(_COMMAND_WORDS)):
+                identity.become(self._settings.service.user)
         return self._settings
+
+
+_COMMAND_WORDS: list[str] = []  # set by run(): which command this process runs
+_GLOBAL_WITH_VALUE = ("--config", "-c")
+
+
+def command_words(argv: list[str]) -> tuple[str, ...]:
+    """The first two command words of argv (`backup logical`), global options skipped."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in _GLOBAL_WITH_VALUE and not words:
+            skip = True
+            continue
+        if arg.startswith("-"):
+            continue
+        words.append(arg)
+        if len(words) == 2:
+            break
+    return tuple(words)
 
 
 def state(ctx: typer.Context) -> State:
@@ -142,6 +172,7 @@ def usage_message(exc: Exception) -> tuple[str, str]:
 
 def run(argv: list[str] | None = None) -> int:
     _register()
+    _COMMAND_WORDS[:] = command_words(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=argv, standalone_mode=False, prog_name="pgvault")
     except PgvaultError as exc:

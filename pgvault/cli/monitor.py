@@ -24,7 +24,7 @@ def check(
     """Run the health checks; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios codes).
 
     Checks: backup_age, backup_size, backup_duration, backup_result, upload_lag, archiver,
-    wal_gaps, queues, disk, store, drills (docs/OPERATIONS.md). Each failing check
+    wal_gaps, queues, disk, store, drills, spool (docs/OPERATIONS.md). Each failing check
     publishes alert.<severity>.<check>; each passing one a resolve, which the alert
     worker sends only for alerts it had sent. A bad config exits 2 as well.
     """

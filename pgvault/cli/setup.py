@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,31 +17,101 @@ if TYPE_CHECKING:
     from pgvault.config import Settings
 
 
-def _chown(path: Path, owner: str | None) -> None:
-    if owner and os.geteuid() == 0:
-        pw = pwd.getpwnam(owner)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-
-
-def _make_key(settings: Settings, owner: str | None) -> str:
-    """The cluster's message HMAC key (pgvault.broker.auth), created once, mode 0600,
-    owned by the service user."""
+def _make_key(settings: Settings) -> str:
+    """The cluster's message HMAC key (pgvault.broker.auth), created once, mode 0600, by
+    the service user (init has switched to it by then)."""
     from pgvault.broker.auth import create_key_file
 
     path = settings.hmac_key_path
-    ids = None
-    if owner and os.geteuid() == 0:
-        pw = pwd.getpwnam(owner)
-        ids = (pw.pw_uid, pw.pw_gid)
-    created = create_key_file(path, settings.cluster, ids)
+    created = create_key_file(path, settings.cluster, None)
     return f"{path}: {'created' if created else 'ok'} (message HMAC key, mode 0600)"
+
+
+def _give(path: Path, user: str, *, tree: bool = False) -> None:
+    """Root-only: `path` (and, with tree, everything below it) to the service user."""
+    from pgvault.identity import lookup
+
+    svc = lookup(user)
+    if svc.uid == 0:  # `[service] user = "root"`: nothing switches, ownership is left alone
+        return
+    paths = [path]
+    if tree:
+        for dirpath, dirs, files in os.walk(path):
+            paths += [Path(dirpath, n) for n in (*dirs, *files)]
+    for p in paths:
+        st = p.lstat()
+        if (st.st_uid, st.st_gid) != (svc.uid, svc.gid):
+            os.lchown(p, svc.uid, svc.gid)
+
+
+def _mkdirs(path: Path, user: str, mode: int) -> None:
+    """Create `path` and its missing parents; those it created go to the service user."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    for created in missing:
+        _give(created, user)
+
+
+def root_setup(settings: Settings) -> list[tuple[str, str]]:
+    """init's root-only steps: the directories the service user must own are created (or
+    taken over) as root and chowned to it; the caller then switches to the service user.
+    Returns (label, message) lines; raises PgvaultError on the first that fails."""
+    from pgvault import spool
+    from pgvault.identity import lookup
+
+    user = settings.service.user
+    lookup(user)
+    lines = []
+    try:
+        _mkdirs(settings.spool_dir, user, 0o750)
+        spool.ensure_layout(settings.spool_dir)
+        for sub in (settings.spool_dir, *(settings.spool_dir / d for d in spool.SUBDIRS)):
+            _give(sub, user)
+            sub.chmod(0o750)
+        lines.append(("spool", f"{settings.spool_dir}: owner {user}, mode 0750"))
+        catalog_dir = settings.catalog_path.parent
+        _mkdirs(catalog_dir, user, 0o750)
+        for path in catalog_dir.glob(settings.catalog_path.name + "*"):
+            _give(path, user)
+        for path in (settings.alert_state_path, settings.hmac_key_path):
+            if path.exists():
+                _give(path, user)
+        _mkdirs(settings.work_dir, user, 0o700)
+        _give(settings.work_dir, user)
+        lines.append(("work dir", f"{settings.work_dir}: owner {user}, mode 0700"))
+        if settings.storage.type == "local":
+            _mkdirs(settings.storage.path, user, 0o750)
+            _give(settings.storage.path, user, tree=True)
+            lines.append(("store dir", f"{settings.storage.path}: owner {user}"))
+    except OSError as exc:
+        raise PgvaultError(
+            f"init as root: {exc.filename or ''}: {exc.strerror or exc}".replace(": :", ":")
+        ) from None
+    return lines
+
+
+def _as_service_user(settings: Settings) -> None:
+    """init's root-only steps (as root), then the switch to the service user."""
+    from pgvault import identity
+
+    user = settings.service.user
+    if os.geteuid() == 0:
+        for label, message in root_setup(settings):
+            typer.echo(f"{label:10s} {message}")
+        identity.become(user)
+    elif not identity.is_service_user(user):
+        raise PgvaultError(
+            f"init must run as root or as the service user {user}: "
+            f"sudo pgvault init (or sudo -u {user} pgvault init)"
+        )
 
 
 def init(
     ctx: typer.Context,
-    owner: str | None = typer.Option(
-        None, "--owner", help="Owner of the spool and catalog (default when run as root: postgres)."
-    ),
     create_bucket: bool = typer.Option(
         False, "--create-bucket", help="Create the S3 bucket when it does not exist."
     ),
@@ -52,10 +121,12 @@ def init(
         help="Print the RabbitMQ definitions (rabbitmqctl import_definitions) and exit.",
     ),
 ) -> None:
-    """Create the spool (owned by postgres, mode 0750), the catalog, the message key (HMAC,
+    """Create the spool (mode 0750), the catalog, the work directory, the message key (HMAC,
     mode 0600, `[broker] hmac_key_file`), the broker topology and check the store with a
-    canary object. Idempotent: a second run changes nothing. Every
-    step is reported; exit 1 when one failed (the others still ran)."""
+    canary object, all owned by the service user (`[service] user`, default postgres).
+    Run as root, it creates the directories and chowns them to that user, then switches
+    to it for everything else. Idempotent: a second run changes nothing. Every step is
+    reported; exit 1 when one failed (the others still ran)."""
     from pgvault import spool
     from pgvault.broker import open_broker, topology_for
     from pgvault.catalog import open_catalog
@@ -67,8 +138,9 @@ def init(
     if definitions:
         print(json.dumps(topology_for(settings).definitions() | {"policies": []}, indent=2))
         return
-    owner = owner or ("postgres" if os.geteuid() == 0 else None)
     failed = False
+    user = settings.service.user
+    _as_service_user(settings)
 
     def step(label: str, fn: Callable[[], str]) -> None:
         nonlocal failed
@@ -79,17 +151,17 @@ def init(
             typer.echo(f"{label:10s} FAILED: {exc}")
 
     def make_spool() -> str:
-        spool.ensure_layout(settings.spool_dir)
-        for sub in (settings.spool_dir, *(settings.spool_dir / d for d in spool.SUBDIRS)):
-            _chown(sub, owner)
-            sub.chmod(0o750)
-        return f"{settings.spool_dir}: ok (owner {owner or 'current user'}, mode 0750)"
+        try:
+            spool.ensure_layout(settings.spool_dir)
+            settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise PgvaultError(f"{exc.filename}: {exc.strerror or exc}") from None
+        return f"{settings.spool_dir}: ok (owner {user}, mode 0750)"
 
     def make_catalog() -> str:
         settings.catalog_path.parent.mkdir(parents=True, exist_ok=True)
         open_catalog(settings).close()
         for path in settings.catalog_path.parent.glob(settings.catalog_path.name + "*"):
-            _chown(path, owner)
             path.chmod(0o640)
         return f"{settings.catalog_path}: ok"
 
@@ -116,7 +188,7 @@ def init(
 
     step("spool", make_spool)
     step("catalog", make_catalog)
-    step("msg key", lambda: _make_key(settings, owner))
+    step("msg key", lambda: _make_key(settings))
     step("broker", make_topology)
     step("store", check_store)
     if failed:

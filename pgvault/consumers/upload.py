@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ class UploadStage:
         self.store = store
         self.broker = broker
         self.layout = Layout(settings.storage.prefix, settings.cluster)
-        self.tmp_dir = settings.spool_dir / "tmp"
+        # scratch space outside the spool: a full spool must still be able to drain
+        self.tmp_dir = settings.work_dir
 
     def handle(self, event: ArtifactEvent | AlertEvent) -> None:
         if not isinstance(event, ArtifactEvent) or event.state != "ready":
@@ -117,7 +119,15 @@ class UploadStage:
                 self.store.describe(),
             )
         src = art.file_path(original.name)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            foreign = self.tmp_dir.lstat().st_uid != os.geteuid()
+        except OSError as exc:
+            raise RetryLater(
+                f"work_dir {self.tmp_dir}: {exc.strerror or exc} (see [service] work_dir)"
+            ) from None
+        if foreign:
+            raise RetryLater(f"work_dir {self.tmp_dir} belongs to another user; not using it")
         tmp = self.tmp_dir / f"upload-{uuid.uuid4().hex}"
         try:
             recipients = encrypt_for(original.name, self.settings.encryption.recipients)

@@ -9,11 +9,16 @@ It never drops an announcement: while the broker is down it keeps retrying (the 
 stay in the spool), and on start, and every `rescan_s` after, it reconciles the spool
 with the catalog and re-announces whatever is not verified yet (inotify can overflow;
 a crash can lose an in-memory queue; the pipeline is idempotent, so repeats are free).
+An announced artifact that is not verified yet (lost, dead-lettered, e.g. after a full
+disk) is announced again with a backoff: after 5 s for WAL (60 s for backups), doubling
+up to `reannounce_s` (5 min); one already `stored` waits for verify (6 x reannounce_s).
+A spool entry the producer cannot read is an alert (`spool_unreadable`), not a skip.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -33,7 +38,7 @@ from pgvault.errors import BrokerError, PgvaultError
 from pgvault.log import for_artifact
 from pgvault.schemas import AlertEvent, ArtifactEvent
 from pgvault.spool.janitor import clean_spool, clean_stale_tmp
-from pgvault.spool.scan import SpoolArtifact, artifact_at, scan
+from pgvault.spool.scan import SpoolArtifact, artifact_at, scan, unreadable_entries
 from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -59,7 +64,8 @@ class Producer:
         *,
         store: ObjectStore | None = None,
         rescan_s: float = 60.0,
-        reannounce_s: float = 600.0,
+        reannounce_s: float = 300.0,
+        retry_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.spool_dir = settings.spool_dir
@@ -68,7 +74,10 @@ class Producer:
         self.store = store
         self.rescan_s = rescan_s
         self.reannounce_s = reannounce_s
+        self.retry_s = retry_s  # how often announced-but-unverified artifacts are looked at
         self.announced: dict[tuple[str, str], float] = {}
+        self.attempts: dict[tuple[str, str], int] = {}
+        self.unreadable_alerted: set[str] = set()
         self.stop = threading.Event()
         self.published = 0
 
@@ -101,7 +110,9 @@ class Producer:
             return False
         if not self._publish(event):
             return False
-        self.announced[(art.kind, art.name)] = time.monotonic()
+        key = (art.kind, art.name)
+        self.announced[key] = time.monotonic()
+        self.attempts[key] = self.attempts.get(key, 0) + 1
         for_artifact(log, f"{art.kind}/{art.name}").info("announced")
         return True
 
@@ -119,26 +130,82 @@ class Producer:
     def _state(self, art: SpoolArtifact) -> dict[str, str | None] | None:
         return state_of(self.catalog, art.kind, art.name) if self.catalog else None
 
+    def backoff(self, key: tuple[str, str], state: str | None) -> float:
+        """Seconds to wait after the last announcement before announcing again."""
+        if state == "stored":  # waiting for verify; uploading again would only race it
+            return self.reannounce_s * 6
+        first = 5.0 if key[0] in ("wal", "history") else 60.0
+        tries = max(self.attempts.get(key, 1), 1)
+        return float(min(first * 2.0 ** (tries - 1), max(self.reannounce_s, first)))
+
+    def _due(self, art: SpoolArtifact, now: float, *, initial: bool) -> bool | None:
+        """None when verified (nothing to do), else whether to announce it now."""
+        row = self._state(art)
+        key = (art.kind, art.name)
+        if row is not None and row["state"] == "verified":
+            self.announced.pop(key, None)
+            self.attempts.pop(key, None)
+            return None
+        last = self.announced.get(key)
+        if initial or last is None:
+            return True
+        return now - last >= self.backoff(key, row["state"] if row else None)
+
     def reconcile(self, *, initial: bool = False) -> int:
         """Announce spool artifacts the catalog does not show as verified."""
+        self.report_unreadable()
         count = 0
         now = time.monotonic()
         for art in scan(self.spool_dir):
             if self.stop.is_set():
                 break
-            row = self._state(art)
-            if row is not None and row["state"] == "verified":
-                continue
-            last = self.announced.get((art.kind, art.name))
-            # `stored` is waiting for verify; uploading it again would only race it
-            wait = self.reannounce_s * (6 if row is not None and row["state"] == "stored" else 1)
-            if not initial and last is not None and now - last < wait:
-                continue
-            if self.announce(art):
+            if self._due(art, now, initial=initial) and self.announce(art):
                 count += 1
         if count:
             log.info("reconciled: announced %d unverified artifact(s)", count)
         return count
+
+    def retry_pending(self) -> int:
+        """The quick pass (every `retry_s`): only artifacts announced and not verified yet,
+        each on its own backoff, so a dead-lettered one goes again within seconds."""
+        count = 0
+        now = time.monotonic()
+        for kind, name in list(self.announced):
+            art = artifact_at(self.spool_dir, self._spool_path(kind, name))
+            if art is None:  # gone (cleaned up) or unreadable: the full rescan reports it
+                self.announced.pop((kind, name), None)
+                self.attempts.pop((kind, name), None)
+                continue
+            if self._due(art, now, initial=False) and self.announce(art):
+                for_artifact(log, f"{kind}/{name}").info(
+                    "announced again (attempt %d): not verified yet", self.attempts[(kind, name)]
+                )
+                count += 1
+        return count
+
+    def _spool_path(self, kind: str, name: str) -> Path:
+        sub = "wal" if kind in ("wal", "history") else kind
+        return self.spool_dir / sub / name
+
+    def report_unreadable(self) -> None:
+        """A spool entry the service user cannot read is never announced: say so, once per
+        entry, as an alert (e.g. a backup directory left by a command run as root)."""
+        for path, reason in unreadable_entries(self.spool_dir):
+            if str(path) in self.unreadable_alerted:
+                continue
+            for_artifact(log, str(path)).error("spool entry unreadable (%s); not announced", reason)
+            alert = AlertEvent(
+                cluster=self.settings.cluster,
+                severity="critical",
+                check="spool_unreadable",
+                subject=str(path.relative_to(self.spool_dir)),
+                summary=f"spool entry {path} cannot be read by the producer ({reason}); "
+                "it is not announced, uploaded or verified",
+                action=f"chown -R {self.settings.service.user}: {path} and run backups as "
+                "root or the service user (they switch to it)",
+            )
+            if self._publish(alert):
+                self.unreadable_alerted.add(str(path))
 
     def clean_spool(self, now: datetime | None = None) -> list[str]:
         if self.catalog is None:
@@ -172,6 +239,8 @@ class Producer:
         art = artifact_at(self.spool_dir, path)
         if art is not None and (art.kind, art.name) not in self.announced:
             self.announce(art)
+        elif art is None and not os.access(path, os.R_OK):
+            self.report_unreadable()
 
     # -- the daemon ----------------------------------------------------------------
     def run(self, *, once: bool = False) -> None:
@@ -197,6 +266,7 @@ class Producer:
             sd_notify("READY=1")
             log.info("watching %s", self.spool_dir)
             next_scan = time.monotonic() + self.rescan_s
+            next_retry = time.monotonic() + self.retry_s
             while not self.stop.is_set():
                 try:
                     self._consider(events.get(timeout=0.5))
@@ -204,6 +274,9 @@ class Producer:
                     pass
                 except PgvaultError as exc:
                     log.error("%s", exc)
+                if time.monotonic() >= next_retry:
+                    self.retry_pending()
+                    next_retry = time.monotonic() + self.retry_s
                 if time.monotonic() >= next_scan:
                     self.publish_alert_files()
                     self.reconcile()

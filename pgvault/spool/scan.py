@@ -9,6 +9,7 @@ lists the other files with their sizes and sha256 and is itself the commit marke
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -179,3 +180,47 @@ def scan(spool_dir: Path) -> Iterator[SpoolArtifact]:
         ):
             if art := _backup_artifact("physical", bdir.name, bdir):
                 yield art
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the current user cannot use this finished spool entry, or None."""
+    want = os.R_OK | (os.X_OK if path.is_dir() else 0)
+    if not os.access(path, want):
+        return "permission denied"
+    if path.is_dir():
+        try:
+            children = list(path.iterdir())
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        for child in children:
+            if not child.name.startswith(".") and not os.access(child, os.R_OK):
+                return f"{child.name}: permission denied"
+    return None
+
+
+def unreadable_entries(spool_dir: Path) -> Iterator[tuple[Path, str]]:
+    """Finished-looking spool entries (WAL files, backup directories) this process cannot
+    read: they would be skipped by scan(), so the producer reports them instead."""
+    candidates: list[Path] = []
+    for sub in ("wal", "physical"):
+        directory = spool_dir / sub
+        try:
+            candidates += [p for p in directory.iterdir() if not p.name.startswith(".")]
+        except OSError:
+            continue
+    try:
+        db_dirs = [p for p in (spool_dir / "logical").iterdir() if not p.name.startswith(".")]
+    except OSError:
+        db_dirs = []
+    for db_dir in db_dirs:
+        try:
+            candidates += [p for p in db_dir.iterdir() if not p.name.startswith(".")]
+        except OSError as exc:
+            yield db_dir, exc.strerror or str(exc)
+    for path in sorted(candidates):
+        try:
+            reason = _unreadable(path)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        if reason:
+            yield path, reason

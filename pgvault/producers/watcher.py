@@ -27,6 +27,7 @@ from pgvault import spool
 from pgvault.broker.base import Broker, declare_until_up
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
+from pgvault.catalog.rows import ArtifactRow
 from pgvault.config import Settings
 from pgvault.daemon import sd_notify
 from pgvault.errors import BrokerError, PgvaultError
@@ -116,7 +117,7 @@ class Producer:
                 path.unlink(missing_ok=True)
 
     # -- reconciliation and clean-up -----------------------------------------------
-    def _state(self, art: SpoolArtifact) -> dict[str, str | None] | None:
+    def _state(self, art: SpoolArtifact) -> ArtifactRow | None:
         return state_of(self.catalog, art.kind, art.name) if self.catalog else None
 
     def reconcile(self, *, initial: bool = False) -> int:
@@ -127,11 +128,11 @@ class Producer:
             if self.stop.is_set():
                 break
             row = self._state(art)
-            if row is not None and row["state"] == "verified":
+            if row is not None and row.state == "verified":
                 continue
             last = self.announced.get((art.kind, art.name))
             # `stored` is waiting for verify; uploading it again would only race it
-            wait = self.reannounce_s * (6 if row is not None and row["state"] == "stored" else 1)
+            wait = self.reannounce_s * (6 if row is not None and row.state == "stored" else 1)
             if not initial and last is not None and now - last < wait:
                 continue
             if self.announce(art):

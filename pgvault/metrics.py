@@ -133,6 +133,7 @@ class PgvaultCollector(Collector):
 
     # -- parts ---------------------------------------------------------------------
     def _catalog(self, add: Callable[..., None]) -> None:
+        from pgvault.catalog.queries import last_backups, wal_segment_counts
         from pgvault.catalog.rows import DrillRow
         from pgvault.catalog.runs import last_backup_runs, last_drills
         from pgvault.checks.base import CheckContext
@@ -141,27 +142,17 @@ class PgvaultCollector(Collector):
         ctx = CheckContext(self.settings)
         try:
             cat = ctx.catalog()
-            for row in cat.query(
-                "SELECT kind, COALESCE(db, 'all') AS db, size, COALESCE(finished_at, "
-                "verified_at) AS at FROM artifacts a WHERE kind IN ('logical', 'physical') "
-                "AND state='verified' AND deleted_at IS NULL AND COALESCE(finished_at, "
-                "verified_at) = (SELECT MAX(COALESCE(finished_at, verified_at)) FROM artifacts "
-                "b WHERE b.kind=a.kind AND COALESCE(b.db, '')=COALESCE(a.db, '') AND "
-                "b.state='verified' AND b.deleted_at IS NULL)"
-            ):
-                add("pgvault_last_backup_timestamp_seconds", _ts(row["at"]), row["kind"], row["db"])
-                add("pgvault_last_backup_size_bytes", row["size"], row["kind"], row["db"])
+            for last in last_backups(cat):
+                add("pgvault_last_backup_timestamp_seconds", _ts(last.at), last.kind, last.db)
+                add("pgvault_last_backup_size_bytes", last.size, last.kind, last.db)
             for run in last_backup_runs(cat):
                 target = run.target if run.kind == "logical" else "all"
                 labels = (run.kind, target)
                 add("pgvault_last_backup_run_timestamp_seconds", _ts(run.started_at), *labels)
                 add("pgvault_last_backup_run_duration_seconds", run.duration_s, *labels)
                 add("pgvault_last_backup_run_success", int(run.result == "ok"), *labels)
-            for row in cat.query(
-                "SELECT state, COUNT(*) AS n FROM artifacts WHERE kind='wal' AND segno IS NOT "
-                "NULL AND deleted_at IS NULL GROUP BY state"
-            ):
-                add("pgvault_wal_segments", row["n"], row["state"])
+            for state, count in wal_segment_counts(cat).items():
+                add("pgvault_wal_segments", count, state)
             newest = newest_verified_segment(ctx)
             if newest is not None:
                 arrived = _ts(newest.created_at)

@@ -19,6 +19,7 @@ import json
 import logging
 from typing import Any
 
+from pgvault.catalog.settings import get_setting, put_setting
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds, unknown, worst
 from pgvault.checks.pgfacts import PgFacts
 from pgvault.errors import PgvaultError
@@ -29,7 +30,7 @@ STATE_KEY = "monitor.archiver"
 
 def _previous(ctx: CheckContext) -> dict[str, Any] | None:
     try:
-        value = ctx.catalog().scalar("SELECT value FROM settings WHERE key=?", (STATE_KEY,))
+        value = get_setting(ctx.catalog(), STATE_KEY)
     except (PgvaultError, OSError, ValueError):
         return None
     try:
@@ -43,12 +44,7 @@ def _remember(ctx: CheckContext, facts: PgFacts) -> None:
     stamp = facts.stats_reset.isoformat() if facts.stats_reset else None
     record = json.dumps({"failed_count": facts.failed_count, "stats_reset": stamp})
     try:
-        with ctx.catalog().transaction() as conn:
-            conn.execute(
-                "INSERT INTO settings(key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (STATE_KEY, record),
-            )
+        put_setting(ctx.catalog(), STATE_KEY, record)
     except Exception as exc:  # a read-only catalog must not break the check
         log.warning("could not remember archiver counters: %s", exc)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgvault.catalog import auditlog
+from pgvault.catalog import auditlog, queries
 from pgvault.catalog.auditlog import AuditRunRow
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
 
@@ -30,10 +30,8 @@ def _still_bad(ctx: CheckContext, subjects: list[str]) -> list[str]:
     bad = []
     for subject in subjects:
         kind, _, name = subject.partition("/")
-        rows = ctx.catalog().query(
-            "SELECT state, deleted_at FROM artifacts WHERE kind=? AND name=?", (kind, name)
-        )
-        if rows and rows[0]["state"] != "verified" and not rows[0]["deleted_at"]:
+        row = queries.state_of(ctx.catalog(), kind, name)
+        if row is not None and row.state != "verified" and not row.deleted_at:
             bad.append(subject)
     return bad
 

@@ -62,8 +62,8 @@ def unshipped(ctx: CheckContext) -> CheckResult:
         row = state_of(cat, kind, name)
         if row is None:
             late.append((age, f"{kind}/{name}", "never announced"))
-        elif row["state"] not in SHIPPED:
-            late.append((age, f"{kind}/{name}", f"{row['state']}, not uploaded"))
+        elif row.state not in SHIPPED:
+            late.append((age, f"{kind}/{name}", f"{row.state}, not uploaded"))
     unreadable = []
     if is_service_user(settings.service.user):
         unreadable = [

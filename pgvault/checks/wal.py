@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from pgvault.catalog import queries
-from pgvault.catalog.queries import state_of
 from pgvault.catalog.rows import ArtifactRow
 from pgvault.catalog.wal import run_containing
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
@@ -80,8 +79,8 @@ def spool_lag(ctx: CheckContext) -> CheckResult:
     cat = ctx.catalog()
     waiting: list[tuple[float, str, str]] = []
     for kind, name, path in _spool_artifacts(spool_dir):
-        row = state_of(cat, kind, name)
-        if row is not None and row["state"] == "verified":
+        row = queries.state_of(cat, kind, name)
+        if row is not None and row.state == "verified":
             continue
         try:
             waiting.append((now - os.stat(path).st_mtime, f"{kind}/{name}", kind))
@@ -219,26 +218,17 @@ def archived_unverified(ctx: CheckContext, last_archived: str, seg_size: int) ->
     wal = parse_name(last_archived)
     seg_size = seg_size or DEFAULT_SEG_SIZE
     tli, segno = wal.timeline, wal.segno(seg_size)
-    conn = ctx.catalog().conn
-    if run_containing(conn, tli, segno):
+    cat = ctx.catalog()
+    if run_containing(cat.conn, tli, segno):
         return Behind(0)
-    below = conn.execute(
-        "SELECT MAX(end_segno) FROM wal_runs WHERE timeline=? AND end_segno<?", (tli, segno)
-    ).fetchone()
-    if below and below[0] is not None:
-        first = int(below[0]) + 1
+    below = queries.verified_end_below(cat, tli, segno)
+    if below is not None:
+        first = below + 1
     else:  # nothing verified before it on this timeline: from its first catalogued segment
-        known = conn.execute(
-            "SELECT MIN(segno) FROM artifacts WHERE timeline=? AND segno IS NOT NULL "
-            "AND segno<=? AND kind='wal'",
-            (tli, segno),
-        ).fetchone()
-        first = int(known[0]) if known and known[0] is not None else segno
+        known = queries.first_wal_segno(cat, tli, segno)
+        first = known if known is not None else segno
     name = segment_name(tli, first, seg_size)
-    row = conn.execute(
-        "SELECT created_at FROM artifacts WHERE kind='wal' AND name=?", (name,)
-    ).fetchone()
-    arrived = str(row[0]) if row and row[0] else None
+    arrived = queries.wal_created_at(cat, name)
     if arrived is None:
         try:
             mtime = os.stat(ctx.settings.spool_dir / "wal" / name).st_mtime
@@ -284,15 +274,11 @@ def upload_lag(ctx: CheckContext) -> list[CheckResult]:
 
 def _window_start(ctx: CheckContext) -> tuple[int, int] | None:
     """(timeline, segno) where the oldest verified base backup starts, if known."""
-    rows = ctx.catalog().query(
-        "SELECT timeline, start_lsn, seg_size, meta FROM artifacts WHERE kind='physical' AND "
-        "state='verified' AND deleted_at IS NULL AND start_lsn IS NOT NULL "
-        "AND timeline IS NOT NULL ORDER BY start_lsn LIMIT 1"
-    )
-    if not rows:
+    oldest = queries.oldest_verified_backup(ctx.catalog())
+    if oldest is None:
         return None
-    seg_size = int(rows[0]["seg_size"] or 16 * 1024 * 1024)
-    return int(rows[0]["timeline"]), int(rows[0]["start_lsn"]) // seg_size
+    seg_size = int(oldest.seg_size or 16 * 1024 * 1024)
+    return int(oldest.timeline or 0), int(oldest.start_lsn or 0) // seg_size
 
 
 def wal_gaps(ctx: CheckContext) -> list[CheckResult]:

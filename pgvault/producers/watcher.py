@@ -32,6 +32,7 @@ from pgvault import spool
 from pgvault.broker.base import Broker, declare_until_up
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
+from pgvault.catalog.rows import ArtifactRow
 from pgvault.config import Settings
 from pgvault.daemon import sd_notify
 from pgvault.errors import BrokerError, PgvaultError
@@ -127,7 +128,7 @@ class Producer:
                 path.unlink(missing_ok=True)
 
     # -- reconciliation and clean-up -----------------------------------------------
-    def _state(self, art: SpoolArtifact) -> dict[str, str | None] | None:
+    def _state(self, art: SpoolArtifact) -> ArtifactRow | None:
         return state_of(self.catalog, art.kind, art.name) if self.catalog else None
 
     def backoff(self, key: tuple[str, str], state: str | None) -> float:
@@ -142,14 +143,14 @@ class Producer:
         """None when verified (nothing to do), else whether to announce it now."""
         row = self._state(art)
         key = (art.kind, art.name)
-        if row is not None and row["state"] == "verified":
+        if row is not None and row.state == "verified":
             self.announced.pop(key, None)
             self.attempts.pop(key, None)
             return None
         last = self.announced.get(key)
         if initial or last is None:
             return True
-        return now - last >= self.backoff(key, row["state"] if row else None)
+        return now - last >= self.backoff(key, row.state if row else None)
 
     def reconcile(self, *, initial: bool = False) -> int:
         """Announce spool artifacts the catalog does not show as verified."""

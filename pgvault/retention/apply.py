@@ -18,8 +18,8 @@ from typing import Any
 from pgvault.catalog import transitions
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import active
-from pgvault.catalog.queries import SELECT_ALL
-from pgvault.catalog.rows import ArtifactRow, artifact_row
+from pgvault.catalog.retention_queries import live
+from pgvault.catalog.rows import ArtifactRow
 from pgvault.errors import StoreError
 from pgvault.retention.policy import RetentionPlan, segments_to_remove
 from pgvault.spool.scan import locate
@@ -37,21 +37,12 @@ class ApplyReport:
     bytes_freed: int = 0
 
 
-def _live(catalog: CatalogDB, kind: str, name: str) -> list[ArtifactRow]:
-    rows = catalog.query(
-        f"SELECT {SELECT_ALL} FROM artifacts "  # noqa: S608
-        "WHERE kind = ? AND name = ? AND deleted_at IS NULL",
-        (kind, name),
-    )
-    return [artifact_row(r) for r in rows]
-
-
 def victims(catalog: CatalogDB, retention: RetentionPlan) -> list[ArtifactRow]:
     rows = segments_to_remove(catalog, retention)
     for d in retention.removed():
-        rows += _live(catalog, d.kind, d.name)
+        rows += live(catalog, d.kind, d.name)
     for kind, name in retention.resume:
-        rows += _live(catalog, kind, name)
+        rows += live(catalog, kind, name)
     seen: set[int | None] = set()
     return [r for r in rows if not (r.id in seen or seen.add(r.id))]  # type: ignore[func-returns-value]
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pgvault.catalog import retention_queries as q
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.leases import LeaseSet, active
-from pgvault.catalog.queries import SELECT_ALL
-from pgvault.catalog.rows import ArtifactRow, BackupRow, artifact_row, backup_row
+from pgvault.catalog.rows import ArtifactRow, BackupRow
 from pgvault.config import RetentionSettings
 from pgvault.schemas.events import check_artifact_name
 from pgvault.timeutil import iso
@@ -74,37 +74,24 @@ class RetentionPlan:
         return [d for d in self.decisions if d.remove and (kind is None or d.kind == kind)]
 
 
-def _parseable(rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> list[dict[str, Any]]:
+def _parseable(rows: list[ArtifactRow], skipped: list[dict[str, str]]) -> list[ArtifactRow]:
     """The rows whose names are what their kind says (schemas.events); the others are
     reported in `skipped` and left alone (kept, never deleted)."""
     good = []
     for row in rows:
         try:
-            check_artifact_name(str(row["kind"]), str(row["name"]))
+            check_artifact_name(str(row.kind), str(row.name))
         except ValueError as exc:
-            skipped.append(
-                {"kind": str(row["kind"]), "name": str(row["name"]), "problem": str(exc)}
-            )
+            skipped.append({"kind": str(row.kind), "name": str(row.name), "problem": str(exc)})
             continue
         good.append(row)
     return good
 
 
-def _query(
-    catalog: CatalogDB, kind: str, skipped: list[dict[str, str]] | None = None
-) -> list[dict[str, Any]]:
-    rows = catalog.query(
-        f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = ? AND deleted_at IS NULL "  # noqa: S608
-        "AND expiring_at IS NULL ORDER BY finished_at DESC",
-        (kind,),
-    )
-    return _parseable(rows, [] if skipped is None else skipped)
-
-
 def _rows(
     catalog: CatalogDB, kind: str, skipped: list[dict[str, str]] | None = None
 ) -> list[ArtifactRow]:
-    return [artifact_row(r) for r in _query(catalog, kind, skipped)]
+    return _parseable(q.plannable(catalog, kind), [] if skipped is None else skipped)
 
 
 def _decide(row: ArtifactRow, keep: list[str], leases: LeaseSet, old_reason: str) -> Decision:
@@ -154,7 +141,7 @@ def _physical(
     """Decisions on base backups; the verified ones kept; the anchor of the WAL window."""
     cut = iso(now - timedelta(weeks=cfg.physical_weeks))
     wal_cut = iso(now - timedelta(days=cfg.wal_days))
-    rows = [backup_row(r) for r in _query(catalog, "physical", plan.skipped)]
+    rows = [r for r in _rows(catalog, "physical", plan.skipped) if isinstance(r, BackupRow)]
     verified = [r for r in rows if r.state == "verified"]
     anchor = next((r for r in verified if (r.finished_at or "") <= wal_cut), None)
     out: list[Decision] = []
@@ -181,14 +168,10 @@ def _wal_ranges(
     catalog: CatalogDB, kept: list[BackupRow], anchor: BackupRow | None, leases: LeaseSet
 ) -> tuple[list[WalRange], int | None]:
     """Keep/remove ranges of WAL segments per timeline. Returns (ranges, anchor segno)."""
-    bounds = catalog.query(
-        "SELECT timeline, MIN(segno) AS lo, MAX(segno) AS hi FROM artifacts WHERE kind = 'wal' "
-        "AND segno IS NOT NULL AND deleted_at IS NULL AND expiring_at IS NULL GROUP BY timeline"
-    )
     ranges: list[WalRange] = []
     floor = _start_seg(anchor) if anchor else None
-    for b in bounds:
-        tli, lo, hi = int(b["timeline"]), int(b["lo"]), int(b["hi"])
+    for b in q.wal_bounds(catalog):
+        tli, lo, hi = b.timeline, b.lo, b.hi
         if floor is None:
             ranges.append(WalRange(tli, lo, hi, False, "no verified base backup: all WAL kept"))
             continue
@@ -249,14 +232,7 @@ def _odd_wal_and_history(
             else []
         )
         out.append(_decide(row, keep, leases, "no retained WAL on or after its timeline"))
-    odd = _parseable(
-        catalog.query(
-            f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = 'wal' "  # noqa: S608
-            "AND segno IS NULL AND deleted_at IS NULL AND expiring_at IS NULL"
-        ),
-        skipped,
-    )
-    for row in map(artifact_row, odd):
+    for row in _parseable(q.odd_wal(catalog), skipped):
         wal = parse_name(row.name)
         segno = wal.segno()
         keep = []
@@ -279,12 +255,7 @@ def plan(catalog: CatalogDB, cfg: RetentionSettings, now: datetime) -> Retention
     result.decisions += _odd_wal_and_history(
         catalog, result.wal, kept, floor, leases, skipped=result.skipped
     )
-    result.resume = [
-        (r["kind"], r["name"])
-        for r in catalog.query(
-            "SELECT kind, name FROM artifacts WHERE expiring_at IS NOT NULL AND deleted_at IS NULL"
-        )
-    ]
+    result.resume = q.expiring(catalog)
     return result
 
 
@@ -294,16 +265,7 @@ def segments_to_remove(catalog: CatalogDB, retention: RetentionPlan) -> list[Art
     for r in retention.wal:
         if not r.remove:
             continue
-        rows += map(
-            artifact_row,
-            catalog.query(
-                f"SELECT {SELECT_ALL} FROM artifacts WHERE kind = 'wal' "  # noqa: S608
-                "AND segno IS NOT NULL AND timeline = ? AND segno BETWEEN ? AND ? "
-                "AND deleted_at IS NULL AND expiring_at IS NULL "
-                "AND state NOT IN ('ready', 'stored')",
-                (r.timeline, r.first, r.last),
-            ),
-        )
+        rows += q.removable_segments(catalog, r.timeline, r.first, r.last)
     return rows
 
 

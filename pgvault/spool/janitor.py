@@ -26,11 +26,11 @@ def clean_spool(settings: Settings, catalog: CatalogDB, now: datetime | None = N
     removed = []
     for art in scan(settings.spool_dir):
         row = state_of(catalog, art.kind, art.name)
-        if row is None or row["state"] != "verified" or not row["verified_at"]:
+        if row is None or row.state != "verified" or not row.verified_at:
             continue
-        if row["verified_at"] > cutoff:
+        if row.verified_at > cutoff:
             continue
-        if row["sha256"] != art.files[-1].sha256:
+        if row.sha256 != art.files[-1].sha256:
             for_artifact(log, f"{art.kind}/{art.name}").warning(
                 "spool copy differs from the catalogued one (sha256); kept for inspection"
             )
@@ -39,7 +39,7 @@ def clean_spool(settings: Settings, catalog: CatalogDB, now: datetime | None = N
         removed.append(f"{art.kind}/{art.name}")
         for_artifact(log, f"{art.kind}/{art.name}").info(
             "removed from spool (verified %s, keep %s days)",
-            row["verified_at"],
+            row.verified_at,
             settings.retention.local_keep_days,
         )
     return removed

@@ -12,10 +12,10 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pgvault.checks.base import CheckResult, Status
+from pgvault.checks.base import CheckResult, Status, align
 from pgvault.checks.spool import access_findings
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
@@ -57,9 +57,18 @@ def as_json(finding: CheckResult) -> dict[str, str]:
 
 def line(finding: CheckResult) -> str:
     """One line of doctor's output: status, name, message and, unless ok, the fix."""
-    status = label(finding)
-    fix = f"  -> {finding.action}" if finding.action and status != "ok" else ""
-    return f"{status:4s} {finding.name:15s} {finding.message}{fix}"
+    return lines([finding])[0]
+
+
+def lines(findings: Sequence[CheckResult], first: tuple[str, str, str] | None = None) -> list[str]:
+    """Doctor's output, the name column as wide as the longest name (`first`: a leading
+    (status, name, message) row such as the config file's)."""
+    rows = [first] if first else []
+    for finding in findings:
+        status = label(finding)
+        fix = f"  -> {finding.action}" if finding.action and status != "ok" else ""
+        rows.append((status, finding.name, f"{finding.message}{fix}"))
+    return align(rows, (4, 15))
 
 
 class Doctor:
@@ -90,8 +99,24 @@ class Doctor:
                 "r.rolreplication OR r.rolsuper AS repl FROM pg_roles r "
                 "WHERE r.rolname = current_user",
             )
+            present = {
+                str(r["datname"])
+                for r in pg.fetch_all(
+                    conn,
+                    "SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+                    (list(pgs.databases),),
+                )
+            }
         assert row is not None
         self.server_major = int(row["v"]) // 10000
+        for db in pgs.databases:  # one line per configured database that is not there
+            if db not in present:
+                self._add(
+                    f"database:{db}",
+                    Status.CRITICAL,
+                    f"postgres.databases lists {db}, which does not exist on {pgs.host}:{pgs.port}",
+                    f"create it, or remove {db} from postgres.databases",
+                )
         self._add(
             "postgres",
             Status.OK,

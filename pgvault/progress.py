@@ -47,23 +47,31 @@ def byte_progress(label: str, total: int | None = None) -> Iterator[Callable[[in
 
 
 @contextmanager
-def watch_file(label: str, path_size: Callable[[], int], poll_s: float = 0.5) -> Iterator[None]:
-    """Show a growing output file's size while a child process writes it."""
+def watch_file(
+    label: str, path_size: Callable[[], int], poll_s: float = 0.5, total: int | None = None
+) -> Iterator[None]:
+    """Show a growing output file's size while a child process writes it. `total` (the
+    database size, known before a dump or base backup starts) adds a bar and an ETA; a
+    compressed output ends below it, so the ETA is an upper bound."""
     if not interactive():
         yield
         return
     import threading
 
+    from rich.progress import TimeRemainingColumn
+
     stop = threading.Event()
+    sized = [BarColumn(), TimeRemainingColumn()] if total else []
     with Progress(
         TextColumn("{task.description}"),
+        *sized,
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeElapsedColumn(),
         transient=True,
         console=_console(),
     ) as bar:
-        task = bar.add_task(label, total=None)
+        task = bar.add_task(label, total=total or None)
 
         def poll() -> None:
             while not stop.wait(poll_s):

@@ -168,7 +168,7 @@ def test_doctor_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*PGVAULT, "--config", str(cfg), "doctor"], capture_output=True, text=True, check=False
     )
-    assert proc.returncode == 1 and proc.stdout.startswith("FAIL config")
+    assert proc.returncode == 2 and proc.stdout.startswith("FAIL config")
     assert "storage.type" in proc.stdout
 
 

@@ -429,3 +429,32 @@ def test_unreachable_server_old_pg_dump_and_full_spool(make_env: EnvFactory, wor
     assert os.listdir(env.spool / "logical") in ([], [f".{MEDUSA}.lock"])
     failed = [a for a in alerts(env) if a.check == "backup_failed"]
     assert [a.subject for a in failed] == [MEDUSA] * 3
+
+
+def test_restore_refusals_come_before_any_fetch(make_env: EnvFactory) -> None:
+    """An existing target without --clean and an unknown table are refused before a byte
+    of the dump is fetched: with the dump gone from the spool and the store, the error is
+    about the target or the table, not about the missing dump."""
+    env, pg = shop_env(make_env, "local", dbs=(MEDUSA,))
+    backup_id = backup(env)[MEDUSA]["backup_id"]
+    env.drain(rounds=2)
+    row = logical_rows(env)[f"{MEDUSA}/{backup_id}"]
+    dump = next(f for f in json.loads(row["files"]) if f["name"].endswith(".dump"))
+    shutil.rmtree(env.spool / "logical" / MEDUSA / backup_id)
+    (Path(env.settings.storage.path) / dump["key"]).unlink()
+    pg.sql("CREATE DATABASE medusa_copy")
+
+    proc = restore(env, "--db", MEDUSA, "--target-db", "medusa_copy")
+    assert proc.returncode == 1
+    errors = error_lines(proc.stderr)
+    assert len(errors) == 1 and "medusa_copy exists" in errors[0], proc.stderr
+    assert "--clean" in errors[0]
+    proc = restore(env, "--db", MEDUSA, "--target-db", "medusa_copy", "--table", "shop.orders")
+    assert proc.returncode == 1 and "medusa_copy exists" in proc.stderr, proc.stderr
+    proc = restore(env, "--db", MEDUSA, "--target-db", "fresh", "--table", "shop.nope")
+    assert proc.returncode == 1 and "not in the dump" in proc.stderr, proc.stderr
+    # the dump really is gone: a restore that passes every check fails on the fetch
+    proc = restore(env, "--db", MEDUSA, "--target-db", "fresh")
+    assert proc.returncode == 1 and "refusing to restore" in proc.stderr, proc.stderr
+    assert "fresh" not in databases(pg)
+    assert not list((env.spool / "tmp").glob("restore-*"))

@@ -272,3 +272,49 @@ def test_restore_after_a_timeline_switch_follows_the_new_timeline(make_env: EnvF
     assert rows == expected
     assert [r for r in rows if r[2].startswith("lost after t1")] == []
     assert rows[: len(at_t1)] == at_t1
+
+
+def test_socket_directory_goes_when_the_server_stops(make_env: EnvFactory) -> None:
+    """The restored server's socket directory is removed when pgvault stops the server
+    (or the server stops itself at the target), and by the printed stop line."""
+    import shlex
+    import subprocess
+
+    from pgvault.restore.server import RestoredServer
+
+    env = make_env("local")
+    prepare(env)
+    env.cli("backup", "physical")
+    env.drain()
+    (backup,) = env.cli_json("catalog", "list", "--kind", "physical")["artifacts"]
+    # the server stops itself at the target: nothing of it is left running or in /tmp
+    shut = env.cli_json(
+        "restore", "pitr", "--backup", backup["name"], "--target-dir", str(env.base / "shut"),
+        "--start", "--target-action", "shutdown",
+    )  # fmt: skip
+    assert shut["started"] and not Path(shut["socket_dir"]).exists()
+    # pgvault stops a server it started
+    result = env.cli_json(
+        "restore", "pitr", "--backup", backup["name"], "--target-dir", str(env.base / "a"),
+        "--start",
+    )  # fmt: skip
+    sock = Path(result["socket_dir"])
+    assert len(bytes(sock / f".s.PGSQL.{result['port']}")) <= 107
+    assert (sock / f".s.PGSQL.{result['port']}").exists()
+    server = RestoredServer(env.base / "a", result["port"], str(PG_BIN), "postgres", sock)
+    server.stop()
+    assert not server.running() and not sock.exists()
+    # the stop line printed after --start stops the server and removes the directory
+    proc = env.cli(
+        "restore", "pitr", "--backup", backup["name"], "--target-dir", str(env.base / "b"),
+        "--start",
+    )  # fmt: skip
+    (stop,) = [ln.split(":", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("stop:")]
+    (sock_line,) = [ln for ln in proc.stdout.splitlines() if "socket directory" in ln]
+    sock = Path(sock_line.rsplit(" ", 1)[1])
+    assert sock.is_dir()
+    try:
+        subprocess.run(["sh", "-c", stop], check=True, capture_output=True, timeout=120)
+    finally:
+        stop_server(env.base / "b")
+    assert not sock.exists(), shlex.quote(str(sock))

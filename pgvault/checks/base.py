@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -204,3 +205,14 @@ class CheckContext:
         if self._broker is not None:
             with contextlib.suppress(Exception):
                 self._broker.close()
+
+
+def align(rows: Sequence[Sequence[str]], minimum: Sequence[int]) -> list[str]:
+    """Rows as lines whose columns line up however long a subject is: every column but
+    the last is as wide as its longest cell (at least `minimum`)."""
+    widths = [max([m, *(len(row[i]) for row in rows)]) for i, m in enumerate(minimum)]
+    out = []
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        out.append(" ".join([*cells, *row[len(widths) :]]).rstrip())
+    return out

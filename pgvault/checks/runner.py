@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgvault.checks import archiver, audit, backups, drills, infra, spool, wal
-from pgvault.checks.base import CheckContext, CheckResult, Status, unknown, worst
+from pgvault.checks.base import CheckContext, CheckResult, Status, align, unknown, worst
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError, UsageError
 from pgvault.timeutil import iso
@@ -96,11 +96,8 @@ class Report:
 
     def lines(self) -> list[str]:
         """One line per check for a terminal (and one about direct alert delivery)."""
-        out = []
-        for r in self.results:
-            out.append(
-                f"{r.status.name:<8} {r.name:<15} {r.subject:<16} {r.measure:<22} {r.message}"
-            )
+        rows = [(r.status.name, r.name, r.subject, r.measure, r.message) for r in self.results]
+        out = align(rows, (8, 15, 16, 22))
         if self.direct_note:
             out.append(f"{'ALERTS':<8} {self.direct_note}")
         return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
+import typer.main
 
 from pgvault import __version__
 from pgvault.config import Settings, load_settings
@@ -170,11 +171,30 @@ def usage_message(exc: Exception) -> tuple[str, str]:
     return where, text[:1].lower() + text[1:]
 
 
+def polish_help(command: object) -> None:
+    """Help that reads well: a group lists each command's whole first sentence (click
+    cuts it at the terminal width otherwise), and repeatable options show a name, not
+    typer's `<list[str]>`."""
+    for param in getattr(command, "params", []):
+        desc = getattr(param, "type_descriptor", None)
+        if desc is not None and desc.is_list and param.metavar is None:
+            param.metavar = str(param.name).upper()
+    help_text = getattr(command, "help", None)
+    if help_text and not getattr(command, "short_help", None):
+        first = " ".join(help_text.strip().split("\n\n", 1)[0].split())
+        sentence = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", first, maxsplit=1)[0]
+        command.short_help = sentence  # type: ignore[attr-defined]
+    for sub in (getattr(command, "commands", None) or {}).values():
+        polish_help(sub)
+
+
 def run(argv: list[str] | None = None) -> int:
     _register()
     _COMMAND_WORDS[:] = command_words(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="pgvault")
+        command = typer.main.get_command(app)
+        polish_help(command)
+        result = command.main(args=argv, standalone_mode=False, prog_name="pgvault")
     except PgvaultError as exc:
         print(f"pgvault: error: {exc}", file=sys.stderr)
         return exc.exit_code

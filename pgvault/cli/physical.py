@@ -200,7 +200,8 @@ def _print_connect(
     typer.echo(
         f"connect: psql -h {shlex.quote(socket_dir)} -p {port} -U {shlex.quote(user)} postgres"
     )
-    typer.echo(f"stop:    {stop}")
+    # a server stopped by hand leaves its (empty) socket directory: the stop line removes it
+    typer.echo(f"stop:    {stop} && rm -r -- {shlex.quote(socket_dir)}")
 
 
 def drill_pitr(

@@ -211,10 +211,11 @@ def doctor(
     that archive_command really runs: pg_switch_wal(), then the segment must reach the
     spool), client tools present and not older than the server, broker topology, store
     writable (canary), spool writable by postgres, disk space, alert channels, encryption
-    keys. Exit 1 when anything fails (warnings do not).
+    keys. Exit 1 when anything fails (warnings do not), 2 when the configuration does
+    not load.
     """
     from pgvault.cli import state
-    from pgvault.doctor import Doctor, as_json, failed, line
+    from pgvault.doctor import Doctor, as_json, failed, lines
 
     try:
         settings = state(ctx).settings
@@ -229,8 +230,8 @@ def doctor(
                 }
             )
         else:
-            typer.echo(f"FAIL config       {exc}")
-        raise typer.Exit(1) from None
+            typer.echo(f"FAIL config           {exc}")
+        raise typer.Exit(2) from None  # configuration: the documented usage exit code
     findings = Doctor(settings, switch_wal=not no_switch).run()
     if send_test_alert:
         from pgvault.alerting import raise_alert
@@ -248,9 +249,8 @@ def doctor(
     if json_out:
         emit_json({"ok": ok, "findings": [as_json(f) for f in findings]})
     else:
-        typer.echo(f"ok   config          {settings.config_file}")
-        for f in findings:
-            typer.echo(line(f))
+        for text in lines(findings, ("ok", "config", str(settings.config_file))):
+            typer.echo(text)
     if not ok:
         raise typer.Exit(1)
 

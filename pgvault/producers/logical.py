@@ -227,6 +227,8 @@ class LogicalBackup:
         with pg.connect(ps, db) as conn:
             server_num, server_version, dbinfo = self._server(conn, tools)
             props = database_properties(conn, db)  # issue 16 §3: what --create would carry
+            # the progress bar's total (the dump is compressed: an upper bound)
+            db_bytes = pg.fetch_value(conn, "SELECT pg_database_size(current_database())")
             # like pg_dump's own session: no server-side timeouts for the snapshot holder
             pg.fetch_all(conn, "SET idle_in_transaction_session_timeout = 0")
             pg.fetch_all(conn, "SET statement_timeout = 0")
@@ -256,7 +258,7 @@ class LogicalBackup:
                     f"--file={dump}",
                     "--no-password",
                 ]
-                with watch_file(f"pg_dump {db}", lambda: _size(dump)):
+                with watch_file(f"pg_dump {db}", lambda: _size(dump), total=db_bytes):
                     run_tool(args, env=libpq_env(ps.host, ps.port, ps.user, db), what="pg_dump")
                 finished = datetime.now(UTC)
             finally:

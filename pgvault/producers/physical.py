@@ -77,7 +77,10 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
             " current_setting('server_version') AS version,"
             " current_setting('server_version_num')::int AS version_num,"
             " current_setting('wal_segment_size') AS seg_size,"
-            " current_setting('data_directory') AS data_directory",
+            " current_setting('data_directory') AS data_directory,"
+            # what pg_basebackup will copy, for the progress bar's total and ETA
+            " (SELECT sum(pg_database_size(oid))::bigint FROM pg_database"
+            "  WHERE has_database_privilege(oid, 'CONNECT')) AS db_bytes",
         )
         # pg_basebackup -Ft writes each of these as <oid>.tar beside base.tar
         spaces = pg.fetch_all(
@@ -94,6 +97,7 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
         "pg_version_num": row["version_num"],
         "pg_major": major_of(row["version_num"]),
         "seg_size": seg_size,
+        "db_bytes": int(row["db_bytes"]) if row["db_bytes"] else None,
         "tablespaces": [
             {"oid": int(t["oid"]), "name": str(t["name"]), "location": str(t["location"])}
             for t in spaces
@@ -158,7 +162,9 @@ def client_zstd(tool: str) -> bool:
     return "compression" not in err and "unrecognized option" not in err
 
 
-def _run_basebackup(settings: Settings, target: Path, backup_id: str, major: int | None) -> bool:
+def _run_basebackup(
+    settings: Settings, target: Path, backup_id: str, major: int | None, total: int | None = None
+) -> bool:
     """pg_basebackup into `target`; True when it compressed the tars itself."""
     pgs = settings.postgres
     tool = find_tool("pg_basebackup", pgs.bin_dir, major)
@@ -176,7 +182,7 @@ def _run_basebackup(settings: Settings, target: Path, backup_id: str, major: int
         f"--label=pgvault-{backup_id}",
     ]
     env = libpq_env(pgs.host, pgs.port, pgs.user)
-    with watch_file("pg_basebackup", lambda: _dir_size(target)):
+    with watch_file("pg_basebackup", lambda: _dir_size(target), total=total):
         run_tool(args, env=env, what="pg_basebackup")
     return zstd
 
@@ -244,7 +250,7 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
         alog.info("pg_basebackup started")
         major = facts["pg_major"]
         level = settings.storage.compression_level
-        if not _run_basebackup(settings, tmp, backup_id, major):
+        if not _run_basebackup(settings, tmp, backup_id, major, facts["db_bytes"]):
             for plain in sorted(tmp.glob("*.tar")):
                 if plain.name != "pg_wal.tar":
                     _compress(plain, plain.with_name(plain.name + ".zst"), level)

@@ -31,12 +31,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from pgvault import dbprops, pg, pgtables, pgtoc
 from pgvault.catalog.backups import pick_logical
 from pgvault.catalog.db import CatalogDB
-from pgvault.catalog.rows import DumpRow
 from pgvault.config import Settings
 from pgvault.errors import (
     IntegrityError,
@@ -48,10 +46,8 @@ from pgvault.errors import (
 )
 from pgvault.log import ArtifactLogger, for_artifact
 from pgvault.pgtools import find_tool, run_tool
-from pgvault.producers.pgdump import TABLES_FILE  # row counts, on their own when encrypted
-from pgvault.progress import byte_progress
 from pgvault.restore import dbops, largeobjects
-from pgvault.restore.fetch import fetch_file, free_bytes
+from pgvault.restore.logical_fetch import fetch_dump
 from pgvault.restore.logical_report import (
     LargeObjectCheck,
     RestoreReport,
@@ -61,14 +57,10 @@ from pgvault.restore.logical_report import (
     manifest_counts,
     resolve_tables,
 )
-from pgvault.schemas.manifest import MANIFEST_NAME, LogicalManifest, parse_logical
+from pgvault.schemas.manifest import LogicalManifest
 from pgvault.storage import ObjectStore
-from pgvault.storage.codec import load_identities
 
 log = logging.getLogger(__name__)
-
-MANIFEST = MANIFEST_NAME
-SPACE_MARGIN = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -102,51 +94,23 @@ class RestoreRequest:
             )
 
 
-def fetch_dump(
-    settings: Settings,
-    store: ObjectStore,
-    row: DumpRow,
-    work: Path,
-    *,
-    prefer_spool: bool,
-) -> tuple[Path, LogicalManifest, str]:
-    """The dump and its manifest in `work`, both proven by sha256; (dump, manifest, source)."""
-    identities = (
-        load_identities(settings.encryption.identity_file)
-        if settings.encryption.identity_file
-        else []
-    )
-    files = row.file_infos()
-    man_info = next((f for f in files if f.name == MANIFEST), None)
-    tables_info = next((f for f in files if f.name == TABLES_FILE), None)
-    dumps = [f for f in files if f.name not in (MANIFEST, TABLES_FILE)]
-    if man_info is None or len(dumps) != 1:
-        raise IntegrityError(f"catalog entry logical/{row.name} does not list a dump")
-    common: dict[str, Any] = {
-        "kind": "logical",
-        "name": row.name,
-        "identities": identities,
-        "prefer_spool": prefer_spool,
-    }
-    fetch_file(settings, store, man_info, work / MANIFEST, **common)
-    where = f"logical/{row.name}"
-    manifest = parse_logical((work / MANIFEST).read_bytes(), where)
-    listed = manifest.file(dumps[0].name)
-    if listed is None or listed.sha256 != dumps[0].sha256:
-        raise IntegrityError(f"{where}: manifest and catalog disagree on the dump")
-    if tables_info is not None:  # encrypted archives keep the row counts out of the manifest
-        fetch_file(settings, store, tables_info, work / TABLES_FILE, **common)
-        manifest = manifest.with_tables((work / TABLES_FILE).read_bytes(), where)
-    need = dumps[0].size + SPACE_MARGIN
-    if free_bytes(work) < need:
+def check_target(settings: Settings, req: RestoreRequest) -> None:
+    """Refusals that need only the request and the server: an existing target without
+    --clean. Runs before anything is fetched and again just before the swap."""
+    with dbops.maintenance(settings) as conn:
+        existed = pg.database_exists(conn, req.target_db)
+    if not existed or req.clean:
+        return
+    if not req.tables:
         raise RestoreError(
-            f"not enough free space in {work} for the {dumps[0].size} byte dump; free some "
-            "space in the spool's filesystem"
+            f"target database {req.target_db} exists; pass --clean to replace it (it is "
+            "dropped only after the restore succeeded and its row counts matched)"
         )
-    dump = work / dumps[0].name
-    with byte_progress(f"fetch {dumps[0].name}", dumps[0].size) as advance:
-        source = fetch_file(settings, store, dumps[0], dump, advance=advance, **common)
-    return dump, manifest, source
+    if req.target_db != req.db:
+        raise RestoreError(
+            f"target database {req.target_db} exists; pass --clean to replace the "
+            f"table(s) {', '.join(req.tables)} in it"
+        )
 
 
 def restore_logical(
@@ -168,12 +132,18 @@ def restore_logical(
     )
     alog = for_artifact(log, f"logical/{row.name}")
     started = time.monotonic()
+    check_target(settings, req)  # before any byte is fetched
     work = settings.spool_dir / "tmp" / f"restore-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True, mode=0o700)
+
+    def preflight(manifest: LogicalManifest) -> None:
+        if req.tables:
+            resolve_tables(manifest.tables or [], req.tables)
+
     try:
         try:
             dump, manifest, report.fetched_from = fetch_dump(
-                settings, store, row, work, prefer_spool=req.prefer_spool
+                settings, store, row, work, prefer_spool=req.prefer_spool, preflight=preflight
             )
         except (IntegrityError, ManifestError, ObjectMissing) as exc:
             raise type(exc)(
@@ -199,12 +169,7 @@ def _restore_database(
     report: RestoreReport,
 ) -> None:
     alog = for_artifact(log, f"logical/{report.backup}")
-    with dbops.maintenance(settings) as conn:
-        if pg.database_exists(conn, req.target_db) and not req.clean:
-            raise RestoreError(
-                f"target database {req.target_db} exists; pass --clean to replace it (it is "
-                "dropped only after the restore succeeded and its row counts matched)"
-            )
+    with dbops.maintenance(settings) as conn:  # the target was checked before the fetch
         staging = f"pgvault_restore_{uuid.uuid4().hex[:10]}"
         props = manifest.database_properties
         dbops.create_database(conn, staging, manifest.database, props)

@@ -32,7 +32,7 @@ from pgvault.log import for_artifact
 from pgvault.restore import pitr_files
 from pgvault.restore.recovery_conf import ensure_server_files, write_recovery
 from pgvault.restore.safetar import chown_tree
-from pgvault.restore.server import RestoredServer
+from pgvault.restore.server import RestoredServer, make_socket_dir, remove_socket_dir
 from pgvault.restore.tablespaces import Mapped, Source, plan_mapping, sources_of
 from pgvault.restore.unlogged import UnloggedRelation, best_effort
 from pgvault.restore.version import for_backup
@@ -198,6 +198,8 @@ def _restore(job: _Job) -> PitrResult:
     fetched = _lay_out_files(job)
     port, socket_dir = _configure(job)
     restored_to, replay_s = _recover(job, port, socket_dir) if job.start else (None, None)
+    if job.start and job.action == "shutdown":
+        remove_socket_dir(socket_dir)  # the server stopped itself at the target
     unlogged: list[UnloggedRelation] = []
     unlogged_error = None
     if job.start and job.action != "shutdown":
@@ -267,7 +269,7 @@ def _lay_out_files(job: _Job) -> dict[str, str]:
 def _configure(job: _Job) -> tuple[int, Path]:
     """Step 2: ownership, a private socket directory, the recovery settings."""
     port = job.port or free_port()
-    socket_dir = Path(tempfile.mkdtemp(prefix="pgvault-sock-"))
+    socket_dir = make_socket_dir(port)
     if os.geteuid() == 0:
         pw = pwd.getpwnam(job.owner)
         chown_tree(job.target_dir, pw.pw_uid, pw.pw_gid)
@@ -299,11 +301,11 @@ def _recover(job: _Job, port: int, socket_dir: Path) -> tuple[str | None, float]
     )
     started_at = time.monotonic()
     try:
-        server.start(timeout=int(job.timeout))
+        server.start(timeout=int(job.timeout), may_stop_at_target=job.action == "shutdown")
         restored_to = server.wait_recovered(job.action, job.timeout)
     except BaseException:
         server.stop("immediate")  # never leave a half-recovered server running
-        shutil.rmtree(socket_dir, ignore_errors=True)
+        remove_socket_dir(socket_dir)
         raise
     replay_s = round(time.monotonic() - started_at, 2)
     if job.as_primary and job.action == "promote":

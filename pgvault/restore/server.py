@@ -1,5 +1,11 @@
 """Starting, watching and stopping a restored cluster.
 
+The server's unix socket lives in a private directory (`make_socket_dir`, under $TMPDIR or
+/tmp, short enough for the 107-byte socket path limit). When pgvault stops the server
+(`RestoredServer.stop`, a failed recovery, `--target-action shutdown`, drills) the
+directory goes with it; a server the operator stops with pg_ctl leaves the empty
+directory behind (the `stop:` line printed after `restore pitr --start` removes it too).
+
 When pgvault runs as root (an operator with sudo, the test suite), server programs run
 as the data directory's owner through `runuser`, as PostgreSQL refuses to run as root.
 """
@@ -8,6 +14,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +23,34 @@ from pgvault import pg
 from pgvault.config import PostgresSettings
 from pgvault.errors import RestoreError
 from pgvault.pgtools import find_tool, last_line, run_tool
+
+SOCKET_PREFIX = "pgvault-sock-"
+MAX_SOCKET_PATH = 107  # bytes of sun_path usable for `<dir>/.s.PGSQL.<port>` on Linux
+
+
+def socket_path(socket_dir: Path, port: int) -> Path:
+    return socket_dir / f".s.PGSQL.{port}"
+
+
+def make_socket_dir(port: int) -> Path:
+    """A private directory for a restored server's socket whose socket path fits the
+    limit: under $TMPDIR, else under /tmp when $TMPDIR is too long."""
+    for base in (None, "/tmp"):  # noqa: S108 (mkdtemp: private, 0700, unpredictable)
+        made = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX, dir=base))
+        if len(bytes(socket_path(made, port))) <= MAX_SOCKET_PATH:
+            return made
+        made.rmdir()
+    raise RestoreError(
+        f"no socket directory short enough for the {MAX_SOCKET_PATH}-byte unix socket path "
+        "limit; set TMPDIR to a short directory"
+    )
+
+
+def remove_socket_dir(socket_dir: Path) -> None:
+    """Remove a socket directory pgvault made (never one the operator named)."""
+    if socket_dir.name.startswith(SOCKET_PREFIX):
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
 
 _SERVER_ENV = (
     "PATH",
@@ -72,7 +108,9 @@ class RestoredServer:
             host=str(self.socket_dir), port=self.port, user=self.superuser, dbname="postgres"
         )
 
-    def start(self, timeout: int) -> None:
+    def start(self, timeout: int, *, may_stop_at_target: bool = False) -> None:
+        """Start and wait; with recovery_target_action=shutdown (`may_stop_at_target`) a
+        server that already reached its target and stopped is a success."""
         self.logfile.parent.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             st = self.datadir.stat()
@@ -101,6 +139,8 @@ class RestoredServer:
             inherit=False,
         )
         if proc.returncode != 0 and not self.running():
+            if may_stop_at_target and self._stopped_at_target():
+                return
             raise RestoreError(f"restored server did not start: {self.log_problem()}")
 
     def running(self) -> bool:
@@ -108,12 +148,21 @@ class RestoredServer:
         return proc.returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
+        """Stop the server; once it is down its socket directory is removed."""
         if self.running():
             run_tool(
                 self._cmd("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop"),
                 check=False,
                 timeout=120,
             )
+        if not self.running():
+            remove_socket_dir(self.socket_dir)
+
+    def _stopped_at_target(self) -> bool:
+        try:
+            return "shutdown at recovery target" in self.logfile.read_text(errors="replace")
+        except OSError:
+            return False
 
     def log_problem(self) -> str:
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ class Harness:
             "catalog_path": str(base / "catalog.sqlite"),
             "broker": {"retry_delays": list(retry_delays)},
             "storage": {"type": "local", "path": str(base / "store"), "prefix": "pg"},
+            # the test process is the service user: nothing switches (tests/env.py does so)
+            "service": {"user": pwd.getpwuid(os.geteuid()).pw_name, "work_dir": str(base / "work")},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict):

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pgvault.broker.auth import create_key_file
 from pgvault.walfile import parse_name, segment_name
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
@@ -193,8 +194,11 @@ def hung_endpoint() -> Iterator[str]:
 
 
 def test_a_hung_store_times_out_and_the_wal_lag_warns_in_minutes(
-    make_env: EnvFactory, hung_endpoint: str
+    make_env: EnvFactory, hung_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # credentials of its own: the store must be reached (and hang), not refused
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "hung")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hung")
     storage = {
         "type": "s3",
         "endpoint_url": hung_endpoint,
@@ -211,6 +215,8 @@ def test_a_hung_store_times_out_and_the_wal_lag_warns_in_minutes(
     )
     env.data["storage"] = storage
     env.write_config()
+    # what `pgvault init` would do, without its store canary (this store never answers)
+    create_key_file(env.settings.hmac_key_path, env.cluster)
     seg = segment_name(1, 1)
     archive_segments(env, [seg])
     env.cli("producer", "--once")

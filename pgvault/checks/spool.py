@@ -14,36 +14,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 from pgvault.catalog.queries import state_of
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
 from pgvault.identity import is_service_user
-from pgvault.spool.scan import unreadable_entries
-from pgvault.walfile import parse_name
+from pgvault.spool.scan import finished_entries
 
 SHIPPED = ("stored", "verified")
-
-
-def _entries(spool_dir: Path) -> list[tuple[str, str, Path]]:
-    """(kind, name, path) of every finished spool entry (WAL file, committed backup)."""
-    out: list[tuple[str, str, Path]] = []
-    wal_dir = spool_dir / "wal"
-    for entry in sorted(wal_dir.iterdir()) if wal_dir.is_dir() else []:
-        if entry.name.startswith(".") or entry.name.endswith(".sha256"):
-            continue
-        try:
-            out.append((parse_name(entry.name).kind, entry.name, entry))
-        except ValueError:
-            continue
-    for manifest in sorted((spool_dir / "logical").glob("[!.]*/[!.]*/manifest.json")):
-        backup = manifest.parent
-        out.append(("logical", f"{backup.parent.name}/{backup.name}", backup))
-    for manifest in sorted((spool_dir / "physical").glob("[!.]*/manifest.json")):
-        out.append(("physical", manifest.parent.name, manifest.parent))
-    return out
 
 
 def unshipped(ctx: CheckContext) -> CheckResult:
@@ -52,7 +31,7 @@ def unshipped(ctx: CheckContext) -> CheckResult:
     now = ctx.now.timestamp()
     cat = ctx.catalog()
     late: list[tuple[float, str, str]] = []
-    for kind, name, path in _entries(settings.spool_dir):
+    for kind, name, path in finished_entries(settings.spool_dir):
         try:
             age = now - os.stat(path).st_mtime
         except FileNotFoundError:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pgvault.catalog import queries
 from pgvault.catalog.rows import ArtifactRow
 from pgvault.catalog.wal import run_containing
 from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
+from pgvault.spool.scan import finished_entries
 from pgvault.timeutil import iso
 from pgvault.walfile import DEFAULT_SEG_SIZE, parse_name, segment_name
 
@@ -44,26 +44,6 @@ def _lag_status(ctx: CheckContext, age_s: float) -> Status:
     return Status.OK
 
 
-def _spool_artifacts(spool_dir: Path) -> list[tuple[str, str, Path]]:
-    """(kind, name, path) of every finished artifact in the spool, without hashing."""
-    out: list[tuple[str, str, Path]] = []
-    wal_dir = spool_dir / "wal"
-    for entry in sorted(wal_dir.iterdir()) if wal_dir.is_dir() else []:
-        if entry.name.startswith(".") or entry.name.endswith(".sha256"):
-            continue
-        try:
-            out.append((parse_name(entry.name).kind, entry.name, entry))
-        except ValueError:
-            continue
-    logical = spool_dir / "logical"
-    for manifest in sorted(logical.glob("[!.]*/[!.]*/manifest.json")):
-        backup = manifest.parent
-        out.append(("logical", f"{backup.parent.name}/{backup.name}", backup))
-    for manifest in sorted((spool_dir / "physical").glob("[!.]*/manifest.json")):
-        out.append(("physical", manifest.parent.name, manifest.parent))
-    return out
-
-
 def spool_lag(ctx: CheckContext) -> CheckResult:
     limit_s = ctx.settings.alerts.max_upload_lag_minutes * 60
     spool_dir = ctx.settings.spool_dir
@@ -78,7 +58,7 @@ def spool_lag(ctx: CheckContext) -> CheckResult:
     now = ctx.now.timestamp()
     cat = ctx.catalog()
     waiting: list[tuple[float, str, str]] = []
-    for kind, name, path in _spool_artifacts(spool_dir):
+    for kind, name, path in finished_entries(spool_dir):
         row = queries.state_of(cat, kind, name)
         if row is not None and row.state == "verified":
             continue

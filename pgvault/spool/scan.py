@@ -182,6 +182,27 @@ def scan(spool_dir: Path) -> Iterator[SpoolArtifact]:
                 yield art
 
 
+def finished_entries(spool_dir: Path) -> list[tuple[str, str, Path]]:
+    """(kind, name, path) of every finished artifact in the spool (WAL file, committed
+    backup directory), cheaply: no hashing, no manifest parsing (the checks' view)."""
+    out: list[tuple[str, str, Path]] = []
+    wal_dir = spool_dir / "wal"
+    for entry in sorted(wal_dir.iterdir()) if wal_dir.is_dir() else []:
+        if entry.name.startswith(".") or entry.name.endswith(".sha256"):
+            continue
+        try:
+            out.append((parse_name(entry.name).kind, entry.name, entry))
+        except ValueError:
+            continue
+    logical = spool_dir / "logical"
+    for manifest in sorted(logical.glob("[!.]*/[!.]*/manifest.json")):
+        backup = manifest.parent
+        out.append(("logical", f"{backup.parent.name}/{backup.name}", backup))
+    for manifest in sorted((spool_dir / "physical").glob("[!.]*/manifest.json")):
+        out.append(("physical", manifest.parent.name, manifest.parent))
+    return out
+
+
 def _unreadable(path: Path) -> str | None:
     """Why the current user cannot use this finished spool entry, or None."""
     want = os.R_OK | (os.X_OK if path.is_dir() else 0)

@@ -20,7 +20,7 @@ from pgvault.checks.base import CheckContext, CheckResult, Status, fmt_seconds
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError
 from pgvault.identity import is_service_user
-from pgvault.spool.scan import finished_entries
+from pgvault.spool.scan import finished_entries, unreadable_entries
 
 SHIPPED = ("stored", "verified")
 

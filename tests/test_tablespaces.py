@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -124,46 +125,23 @@ def test_tablespace_map_and_refusals_before_anything_is_fetched(make_env: EnvFac
     env = make_env("local")
     pg, location, target, expected, oid = tablespace_after_backup(env)
     before = tree_digest(location)
+
+    def mapped_restore(mapping: str) -> subprocess.CompletedProcess[str]:
+        return env.cli(
+            "restore", "pitr", "--to", target, "--target-dir", str(env.base / "r1"),
+            "--tablespace-map", mapping, check=False,
+        )  # fmt: skip
+
     # mapping into the source's own directory is refused before anything is written
     for bad in (str(location), str(location / "sub")):
-        refused = env.cli(
-            "restore",
-            "pitr",
-            "--to",
-            target,
-            "--target-dir",
-            str(env.base / "r1"),
-            "--tablespace-map",
-            f"{oid}={bad}",
-            check=False,
-        )
+        refused = mapped_restore(f"{oid}={bad}")
         assert refused.returncode == 1, refused.stderr
         errors = [ln for ln in refused.stderr.splitlines() if ln.strip()]
         assert len(errors) == 1 and "overlaps the source tablespace" in errors[0], refused.stderr
         assert not (env.base / "r1").exists()
-    unknown = env.cli(
-        "restore",
-        "pitr",
-        "--to",
-        target,
-        "--target-dir",
-        str(env.base / "r1"),
-        "--tablespace-map",
-        "nosuch=/tmp/x",
-        check=False,
-    )
+    unknown = mapped_restore("nosuch=/tmp/x")
     assert unknown.returncode == 2 and "no such tablespace" in unknown.stderr
-    malformed = env.cli(
-        "restore",
-        "pitr",
-        "--to",
-        target,
-        "--target-dir",
-        str(env.base / "r1"),
-        "--tablespace-map",
-        "relative",
-        check=False,
-    )
+    malformed = mapped_restore("relative")
     assert malformed.returncode == 2 and "NAME=DIR" in malformed.stderr
     # mapped by its original location, to a directory outside the target
     elsewhere = env.base / "elsewhere"

@@ -162,7 +162,14 @@ def test_poison_message_is_dead_lettered_and_worker_keeps_consuming(
         broker.publish("artifact.ready.wal", body, broker.auth.sign(body))  # signed poison
     broker.publish_event(wal_event("some-other-cluster"))
     proc = env.cli("worker", "upload", "--once", "--json")
-    assert json.loads(proc.stdout) == {"stage": "upload", "acked": 0, "retried": 0, "dead": 3}
+    assert json.loads(proc.stdout) == {
+        "cluster": env.cluster,
+        "ok": False,  # something was dead-lettered
+        "stage": "upload",
+        "acked": 0,
+        "retried": 0,
+        "dead": 3,
+    }
     dead = broker.take(broker.topology.dead_queue("upload"))
     assert len(dead) == 3
     assert "malformed event" in dead[0].headers[ERROR_HEADER]

@@ -66,6 +66,10 @@ class PgvaultEnv:
             (self.spool / sub).mkdir(parents=True, exist_ok=True)
         chown_pg(self.spool)
         os.chmod(base, 0o755)
+        if storage.get("type") == "local":
+            # a root rig arranges that PostgreSQL's user can read the store: the restored
+            # server's restore_command (`pgvault wal-restore`) runs as postgres
+            Path(storage["path"]).mkdir(parents=True, exist_ok=True, mode=0o755)
         self.data: dict[str, Any] = {
             "cluster": self.cluster,
             "spool_dir": str(self.spool),

@@ -58,10 +58,19 @@ class _OneLine(logging.Formatter):
 QUIET_LIBRARIES = ("pika", "botocore", "boto3", "urllib3", "s3transfer", "watchdog")
 
 
-def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+def setup_logging(verbose: int = 0, quiet: bool = False, *, daemon: bool = True) -> None:
     """stderr logging; no timestamps under systemd (journald adds them). One line per
-    record; library chatter (pika's connection errors) only with -vv."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    record; library chatter (pika's connection errors) only with -vv. Daemons (producer,
+    workers, metrics) log their work at INFO; an interactive command prints its own
+    summary on stdout, so it logs only warnings and errors unless -v asks for more."""
+    if quiet:
+        level = logging.WARNING
+    elif verbose > 1:
+        level = logging.DEBUG
+    elif verbose == 1 or daemon:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
     under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
     fmt = "%(levelname)s %(name)s [%(artifact)s] %(message)s"
     if not under_journal:

@@ -68,3 +68,26 @@ def test_check_and_doctor_columns_line_up_with_long_subjects() -> None:
     )
     assert len({ln.index(ln.split()[2]) for ln in doc}) == 1, doc
     assert align([("a", "b", "c")], (3, 3)) == ["a   b   c"]
+
+
+def test_interactive_commands_log_only_problems_unless_asked() -> None:
+    """An interactive command prints its summary once (stdout), not again as INFO lines;
+    daemons log their work; -v brings the INFO lines back, -q keeps only warnings."""
+    import logging
+
+    from pgvault.log import setup_logging
+
+    root = logging.getLogger()
+    try:
+        setup_logging(0, False, daemon=False)
+        assert root.level == logging.WARNING
+        setup_logging(1, False, daemon=False)
+        assert root.level == logging.INFO
+        setup_logging(0, False, daemon=True)
+        assert root.level == logging.INFO
+        setup_logging(2, False, daemon=False)
+        assert root.level == logging.DEBUG
+        setup_logging(1, True, daemon=True)
+        assert root.level == logging.WARNING
+    finally:
+        setup_logging(0, False)

@@ -20,6 +20,10 @@ from pgvault.config import Settings, load_settings
 from pgvault.errors import PgvaultError
 from pgvault.log import setup_logging
 
+# long-running commands whose log is their output (journald); the others print a summary
+# and log only warnings and errors unless -v
+DAEMONS = ("producer", "worker", "metrics")
+
 app = typer.Typer(
     name="pgvault",
     no_args_is_help=True,
@@ -104,7 +108,7 @@ def main(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, daemon=ctx.invoked_subcommand in DAEMONS)
     ctx.obj = State(config=config, verbose=verbose)
 
 

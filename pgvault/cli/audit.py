@@ -56,7 +56,7 @@ def audit_cmd(
         new_cycle=new_cycle,
     )
     if json_out:
-        emit_json({"cluster": settings.cluster, **report.to_json()})
+        emit_json({"cluster": settings.cluster, "ok": report.result == "ok", **report.to_json()})
     else:
         if report.listing:
             typer.echo(

@@ -14,8 +14,20 @@ app = typer.Typer(
 )
 
 
+def _cluster(ctx: typer.Context) -> str | None:
+    """The configured cluster, or None: generating a key needs no configuration."""
+    from pgvault.cli import state
+    from pgvault.errors import PgvaultError
+
+    try:
+        return state(ctx).settings.cluster
+    except PgvaultError:
+        return None
+
+
 @app.command("generate")
 def generate_cmd(
+    ctx: typer.Context,
     output: Path = typer.Option(
         Path("pgvault-identity.txt"),
         "--output",
@@ -35,7 +47,14 @@ def generate_cmd(
 
     recipient = generate(output, force=force)
     if json_out:
-        emit_json({"identity_file": str(output.resolve()), "recipient": recipient})
+        emit_json(
+            {
+                "cluster": _cluster(ctx),
+                "ok": True,
+                "identity_file": str(output.resolve()),
+                "recipient": recipient,
+            }
+        )
         return
     typer.echo(recipient)
     typer.echo(
@@ -72,6 +91,8 @@ def rotate_hmac_cmd(
     if json_out:
         emit_json(
             {
+                "cluster": settings.cluster,
+                "ok": True,
                 "key_file": str(path),
                 "current": ring.current.id,
                 "accepted": [k.id for k in ring.keys],

@@ -185,7 +185,7 @@ def restore_logical(
     finally:
         catalog.close()
     if json_out:
-        emit_json(report.as_json())
+        emit_json({"cluster": settings.cluster, **report.as_json()})
     else:
         _print_restore(report)
     if not report.ok:

@@ -151,7 +151,7 @@ def restore_pitr(
         tablespace_map=ts_map,
     )
     if json_out:
-        emit_json(result.as_dict())
+        emit_json({"cluster": settings.cluster, "ok": True, **result.as_dict()})
         return
     typer.echo(
         f"restored base backup {result.backup_id} into {result.target_dir} "

@@ -141,7 +141,7 @@ def config_show(
 
     data = state(ctx).settings.redacted()
     if json_out:
-        emit_json(data)
+        emit_json(data | {"ok": True})
         return
     for key, value in data.items():
         if not isinstance(value, dict):

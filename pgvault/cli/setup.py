@@ -223,6 +223,7 @@ def doctor(
         if json_out:
             emit_json(
                 {
+                    "cluster": None,  # the config naming it did not load
                     "ok": False,
                     "findings": [
                         {"name": "config", "status": "fail", "message": str(exc), "fix": ""}
@@ -247,7 +248,9 @@ def doctor(
         )
     ok = not failed(findings)
     if json_out:
-        emit_json({"ok": ok, "findings": [as_json(f) for f in findings]})
+        emit_json(
+            {"cluster": settings.cluster, "ok": ok, "findings": [as_json(f) for f in findings]}
+        )
     else:
         for text in lines(findings, ("ok", "config", str(settings.config_file))):
             typer.echo(text)

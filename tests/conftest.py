@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 
+from pgvault.config import StorageSettings
+from pgvault.storage import ObjectStore, open_store
 from tests.env import PgvaultEnv
 from tests.harness import Harness
 from tests.pgcluster import free_port
@@ -170,3 +172,22 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     h = Harness(tmp_path / "pgvault")
     yield h
     h.close()
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.needs_services)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """The same tests against the local store and moto's S3 server (5 MiB parts, so
+    multipart uploads are exercised with small files)."""
+    if request.param == "local":
+        return open_store(StorageSettings(type="local", path=tmp_path / "store"))
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return open_store(
+        StorageSettings(
+            type="s3",
+            endpoint_url=endpoint,
+            bucket=make_bucket(endpoint),
+            region="us-east-1",
+            path_style=True,
+            part_size_mb=5,
+        )
+    )

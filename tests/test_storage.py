@@ -17,23 +17,6 @@ from pgvault.storage.layout import Layout
 from tests.conftest import make_bucket
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.needs_services)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    if request.param == "local":
-        return open_store(StorageSettings(type="local", path=tmp_path / "store"))
-    endpoint = request.getfixturevalue("s3_endpoint")
-    return open_store(
-        StorageSettings(
-            type="s3",
-            endpoint_url=endpoint,
-            bucket=make_bucket(endpoint),
-            region="us-east-1",
-            path_style=True,
-            part_size_mb=5,
-        )
-    )
-
-
 def test_put_head_read_list_delete(store: ObjectStore, tmp_path: Path) -> None:
     src = tmp_path / "f"
     src.write_bytes(b"hello" * 1000)

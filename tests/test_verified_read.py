@@ -13,32 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pgvault.config import StorageSettings
 from pgvault.errors import EncryptionError, IntegrityError, ObjectMissing, Superseded
 from pgvault.schemas import FileInfo
-from pgvault.storage import ObjectStore, objmeta, open_store
+from pgvault.storage import ObjectStore, objmeta
 from pgvault.storage.codec import Encoding, encode_file
 from pgvault.storage.verified import Expected, fetch_verified, read_verified
-from tests.conftest import make_bucket
 
 KEY = "pg/c/wal/00000001/000000010000000000000003.zst"
 NAME = "000000010000000000000003"
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
-    if request.param == "local":
-        return open_store(StorageSettings(type="local", path=tmp_path / "store"))
-    endpoint = request.getfixturevalue("s3_endpoint")
-    return open_store(
-        StorageSettings(
-            type="s3",
-            endpoint_url=endpoint,
-            bucket=make_bucket(endpoint),
-            region="us-east-1",
-            path_style=True,
-        )
-    )
 
 
 def upload(

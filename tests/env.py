@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,35 @@ def write_toml(path: Path, data: dict[str, Any]) -> None:
             lines.append(f"\n[{key}]")
             lines.extend(f"{k} = {toml_value(v)}" for k, v in value.items())
     path.write_text("\n".join(lines) + "\n")
+
+
+def run_cli(
+    config_path: Path,
+    args: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`pgvault --config CONFIG ARGS...` in a subprocess; with check, a failure raises
+    with its output."""
+    proc = subprocess.run(
+        [*PGVAULT, "--config", str(config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"pgvault {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def cli_json_of(proc: subprocess.CompletedProcess[str], ok_codes: tuple[int, ...]) -> Any:
+    assert proc.returncode in ok_codes, f"exit {proc.returncode}: {proc.stderr}"
+    return json.loads(proc.stdout)
 
 
 class PgvaultEnv:
@@ -144,24 +173,10 @@ class PgvaultEnv:
         timeout: float = 300,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        full_env = dict(os.environ, **(env or {}))
-        proc = subprocess.run(
-            [*PGVAULT, "--config", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=full_env,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"pgvault {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
+        return run_cli(self.config_path, args, check=check, timeout=timeout, env=env)
 
     def cli_json(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> Any:
-        proc = self.cli(*args, "--json", check=False)
-        assert proc.returncode in ok_codes, f"exit {proc.returncode}: {proc.stderr}"
-        return json.loads(proc.stdout)
+        return cli_json_of(self.cli(*args, "--json", check=False), ok_codes)
 
     def spawn(self, *args: str, log_name: str | None = None) -> subprocess.Popen[str]:
         log = open(self.base / f"{log_name or args[-1]}.log", "a")

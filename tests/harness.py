@@ -48,7 +48,7 @@ from pgvault.schemas import AlertEvent, ArtifactEvent, parse_event
 from pgvault.storage import ObjectStore, open_store
 from pgvault.storage.codec import sha256_file
 from pgvault.walfile import DEFAULT_SEG_SIZE, segment_name
-from tests.env import PGVAULT, write_toml
+from tests.env import cli_json_of, run_cli, write_toml
 from tests.walgen import segment_bytes
 
 SYSID = 7000000000000000001
@@ -261,22 +261,10 @@ class Harness:
 
     # -- the CLI, for commands that need no broker ---------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*PGVAULT, "--config", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"pgvault {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
+        return run_cli(self.config_path, args, check=check, timeout=120)
 
     def cli_json(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> Any:
-        proc = self.cli(*args, "--json", check=False)
-        assert proc.returncode in ok_codes, f"exit {proc.returncode}: {proc.stderr}"
-        return json.loads(proc.stdout)
+        return cli_json_of(self.cli(*args, "--json", check=False), ok_codes)
 
     # -- running the stages -----------------------------------------------------------
     def run_stage(self, stage: str) -> ConsumeStats:

@@ -7,8 +7,9 @@ anything. Only these keep root, and say so in their help:
 
 - `init`: creates the spool, catalog directory, local store and work directory as root,
   chowns them to the service user, then switches for everything else;
-- `restore pitr|logical` and `drill pitr|logical`: they chown a restore target to
-  another `--owner` and run PostgreSQL through runuser (root-only steps, explicit there).
+- `restore pitr|logical|table|database` and `drill pitr|logical|table`: they chown a
+  restore target to another `--owner` and run PostgreSQL through runuser (root-only
+  steps, explicit there).
 
 A command that is neither root nor the service user runs as itself (a monitoring user
 may run `check`); doctor and check then test spool, catalog and store access *as the
@@ -35,8 +36,11 @@ ROOT_COMMANDS = frozenset(
         ("init",),
         ("restore", "pitr"),
         ("restore", "logical"),
+        ("restore", "table"),
+        ("restore", "database"),
         ("drill", "pitr"),
         ("drill", "logical"),
+        ("drill", "table"),
         ("wal-restore",),  # PostgreSQL runs it as its own user anyway
     }
 )

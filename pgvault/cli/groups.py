@@ -11,10 +11,11 @@ drill_app = typer.Typer(no_args_is_help=True, help="Restore drills into scratch 
 
 
 def register(app: typer.Typer) -> None:
-    from pgvault.cli import logical, physical
+    from pgvault.cli import logical, physical, table
 
     logical.register(backup_app, restore_app, drill_app)
     physical.register(app, backup_app, restore_app, drill_app)
+    table.register(restore_app, drill_app)
     app.add_typer(backup_app, name="backup")
     app.add_typer(restore_app, name="restore")
     app.add_typer(drill_app, name="drill")

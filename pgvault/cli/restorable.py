@@ -149,6 +149,7 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
                     "segments_to_scan_for_tablespaces": tablespaces["unscanned"],
                 },
                 "nearest": {"before": answer.before, "after": answer.after},
+                "table_restore": _table_restore(plan, answer.target),
                 "logical": logical,
             }
         )
@@ -171,6 +172,10 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
                 "facts existed: the restore scans them for tablespaces as it replays"
             )
         typer.echo(f"  -> {command}")
+        table = _table_restore(plan, answer.target)
+        typer.echo(f"  one table or one database as of T, beside production ({table['extracts']}):")
+        for line in table["commands"]:
+            typer.echo(f"  -> {line}")
     else:
         typer.echo(f"no: {answer.target} is not restorable by PITR")
         if answer.before:
@@ -184,6 +189,26 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
             f"{_duration(item.get('data_loss_s') or 0)}) -> {item['command']}"
         )
     return plan is not None
+
+
+def _table_restore(plan: Any, target: str) -> dict[str, Any]:
+    """`restore table|database` (issue 20): the same plan, only one database's files."""
+    if plan is None:
+        return {"available": False, "commands": [], "databases": None, "extracts": ""}
+    dbs = plan.backup.meta.get("databases")
+    names = None if not isinstance(dbs, list) else sorted(str(d["name"]) for d in dbs)
+    return {
+        "available": True,
+        "databases": names,
+        "extracts": "global/, the templates and that database's files"
+        if names is not None
+        else "every file: this base backup predates its database list",
+        "commands": [
+            f"pgvault restore table --db DB --table SCHEMA.TABLE --at {target} "
+            "--target-db DB --target-table NEW_TABLE",
+            f"pgvault restore database --db DB --at {target} --target-db NEW_DB",
+        ],
+    }
 
 
 def _plan_tablespaces(cat: Any, plan: Any) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from pgvault.progress import watch_file
 from pgvault.schemas.manifest import (
     MANIFEST_NAME,
     BaseBackupCheck,
+    DatabaseEntry,
     ManifestFile,
     PhysicalManifest,
     TablespaceInfo,
@@ -88,6 +89,12 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
             "SELECT oid::int AS oid, spcname AS name, pg_tablespace_location(oid) AS location "
             "FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
         )
+        # which base/<oid> is which database: `restore table|database` extracts only these
+        dbs = pg.fetch_all(
+            conn,
+            "SELECT oid::int AS oid, datname AS name, datistemplate AS template "
+            "FROM pg_database ORDER BY oid",
+        )
     assert row is not None
     seg = str(row["seg_size"])
     seg_size = int(seg[:-2]) * 1024 * 1024 if seg.endswith("MB") else int(seg)
@@ -101,6 +108,10 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
         "tablespaces": [
             {"oid": int(t["oid"]), "name": str(t["name"]), "location": str(t["location"])}
             for t in spaces
+        ],
+        "databases": [
+            {"oid": int(d["oid"]), "name": str(d["name"]), "template": bool(d["template"])}
+            for d in dbs
         ],
     }
 
@@ -297,6 +308,7 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
                 pg_verifybackup=verified_by_pg,
             ),
             tablespaces=tuple(TablespaceInfo(**t) for t in spaces),
+            databases=tuple(DatabaseEntry(**d) for d in facts["databases"]),
             files=files,
         )
         spool.fsync_tree(tmp)

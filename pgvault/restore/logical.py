@@ -152,16 +152,16 @@ def restore_logical(
         report.timings["fetch_s"] = _since(started)
         alog.info("dump fetched from the %s and its sha256 checked", report.fetched_from)
         if req.tables:
-            _restore_tables(settings, req, dump, manifest, report)
+            load_tables(settings, req, dump, manifest, report)
         else:
-            _restore_database(settings, req, dump, manifest, report)
+            load_database(settings, req, dump, manifest, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.timings["total_s"] = _since(started)
     return report
 
 
-def _restore_database(
+def load_database(
     settings: Settings,
     req: RestoreRequest,
     dump: Path,
@@ -234,7 +234,7 @@ def _restore_database(
             dbops.drop_quietly(settings, staging)
 
 
-def _restore_tables(
+def load_tables(
     settings: Settings,
     req: RestoreRequest,
     dump: Path,
@@ -362,4 +362,11 @@ def _since(start: float) -> float:
     return round(time.monotonic() - start, 3)
 
 
-__all__ = ["RestoreReport", "RestoreRequest", "TableCheck", "restore_logical"]
+__all__ = [
+    "RestoreReport",
+    "RestoreRequest",
+    "TableCheck",
+    "load_database",
+    "load_tables",
+    "restore_logical",
+]

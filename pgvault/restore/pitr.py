@@ -120,6 +120,7 @@ class _Job:
     timeout: float
     from_store: bool
     t0: float
+    extractor: pitr_files.Extractor | None = None  # restore table|database: partial
 
     @property
     def backup_id(self) -> str:
@@ -149,6 +150,7 @@ def restore_pitr(
     timeout: float = 3600,
     from_store: bool = False,
     tablespace_map: dict[str, Path] | None = None,
+    extractor: pitr_files.Extractor | None = None,
 ) -> PitrResult:
     t0 = time.monotonic()
     plan = _planned(catalog, to, backup_id)
@@ -173,6 +175,7 @@ def restore_pitr(
     job = _Job(
         settings, catalog, store, plan, target_dir, created, replay, mapped, user_map,
         port, start, action, as_primary, identities or [], owner, timeout, from_store, t0,
+        extractor,
     )  # fmt: skip
     with lease(
         catalog,
@@ -255,6 +258,7 @@ def _lay_out_files(job: _Job) -> dict[str, str]:
             identities=job.identities,
             from_store=job.from_store,
             mapped=job.mapped,
+            extractor=job.extractor,
         )
         ensure_server_files(target_dir, job.settings.postgres.bin_dir, job.settings.postgres.user)
         pitr_files.guard_tablespaces(job.settings, target_dir, job.replay, job.mapped, job.user_map)

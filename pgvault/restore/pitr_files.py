@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pgvault.catalog.rows import BackupRow
 from pgvault.catalog.tablespaces import ReplayTablespaces
@@ -32,6 +32,15 @@ from pgvault.restore.tblspc_guard import apply as guard_segment
 from pgvault.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+
+class Extractor(Protocol):
+    """How a partial restore (restore/partial.py) extracts the data tars: `prefix` is
+    where the tar lands relative to the data directory ("" or "pg_tblspc/<oid>")."""
+
+    def extract(self, archive: Path, dest: Path, prefix: str) -> int: ...
+
+    def verify_ignores(self) -> list[str]: ...
 
 
 def prepare_target(target_dir: Path, needed: int) -> None:
@@ -75,9 +84,17 @@ def materialize(
     identities: list[Any],
     from_store: bool,
     mapped: list[Mapped],
+    extractor: Extractor | None = None,
 ) -> dict[str, str]:
     """Fetch the base backup (sha256-checked), extract it (each tablespace into its
     mapped directory, linked from pg_tblspc), pg_verifybackup the tree."""
+
+    def extract(archive: Path, dest: Path, prefix: str) -> None:
+        if extractor is None:
+            extract_zst_tar(archive, dest)
+        else:
+            extractor.extract(archive, dest, prefix)
+
     backup_id = str(backup.backup_id)
     files = {f.name: f for f in backup.file_infos()}
     total = sum(f.size for n, f in files.items() if n != "manifest.json")
@@ -99,11 +116,11 @@ def materialize(
                 prefer_spool=not from_store,
             )
     for_artifact(log, f"physical/{backup_id}").info("extracting into %s", target_dir)
-    extract_zst_tar(staging / "base.tar.zst", target_dir)
+    extract(staging / "base.tar.zst", target_dir, "")
     extract_zst_tar(staging / "pg_wal.tar.zst", target_dir / "pg_wal")
     for m in in_backup:
         m.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        extract_zst_tar(staging / f"{m.source.oid}.tar.zst", m.directory)
+        extract(staging / f"{m.source.oid}.tar.zst", m.directory, f"pg_tblspc/{m.source.oid}")
         link_tablespace(str(target_dir), m.source.oid, str(m.directory))
     shutil.copy2(staging / "backup_manifest", target_dir / "backup_manifest")
     # every extracted file against PostgreSQL's own manifest, and the WAL it needs
@@ -112,6 +129,8 @@ def materialize(
             find_tool("pg_verifybackup", settings.postgres.bin_dir),
             # the mapped tablespaces under the target are verified through pg_tblspc links
             f"--ignore={DEFAULT_SUBDIR}",
+            # a partial restore's zero-filled databases are not the backup's bytes
+            *(f"--ignore={p}" for p in (extractor.verify_ignores() if extractor else [])),
             str(target_dir),
         ],
         what="pg_verifybackup",

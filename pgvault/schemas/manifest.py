@@ -178,6 +178,15 @@ class TablespaceInfo(_Part):
     file: str = Field(pattern=r"^[0-9]+\.tar\.zst$")
 
 
+class DatabaseEntry(_Part):
+    """A database of the backed-up cluster: which base/<oid> directory is which (a
+    table or database restore extracts only the files it needs)."""
+
+    oid: int = Field(gt=0)
+    name: str = Field(min_length=1)
+    template: bool = False
+
+
 class PhysicalManifest(_Manifest):
     """A pg_basebackup (tar format, WAL streamed), verified against backup_manifest."""
 
@@ -199,6 +208,9 @@ class PhysicalManifest(_Manifest):
     size: int = Field(ge=0)
     verification: BaseBackupCheck
     tablespaces: tuple[TablespaceInfo, ...] = ()  # restored under the target (invariant 11)
+    # pg_database at the backup's start (oid, name); None in manifests from before it was
+    # recorded: a partial restore (restore table/database) then extracts everything
+    databases: tuple[DatabaseEntry, ...] | None = None
 
     @property
     def artifact_name(self) -> str:
@@ -304,6 +316,7 @@ __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "BaseBackupCheck",
+    "DatabaseEntry",
     "DatabaseInfo",
     "DumpCompression",
     "LogicalManifest",

@@ -5,7 +5,10 @@ needed are extracted, and the scratch cluster is gone afterwards."""
 
 from __future__ import annotations
 
+import io
 import os
+import signal
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -13,12 +16,13 @@ from typing import Any
 
 import psycopg
 import pytest
+import zstandard
 
+from pgvault.errors import RestoreError
+from pgvault.restore.partial import layout_for
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
 from tests.pgcluster import PgCluster
-
-pytestmark = pytest.mark.slow
 
 ITEMS = "SELECT id, note, qty FROM items ORDER BY id"
 
@@ -101,6 +105,7 @@ def scratch_left(parent: Path) -> list[str]:
     return left
 
 
+@pytest.mark.slow
 def test_table_and_database_restored_as_they_were(make_env: EnvFactory) -> None:
     env = make_env("local")
     pg = prepare(env)
@@ -199,6 +204,19 @@ def test_table_and_database_restored_as_they_were(make_env: EnvFactory) -> None:
         listed = env.cli_json("catalog", "restorable", "--at", t2)
         assert listed["table_restore"]["available"] is True, listed
 
+        # Ctrl-C while the scratch cluster runs: stopped and removed all the same
+        proc = env.spawn(
+            "restore", "table", "--db", "shop", "--table", "public.items", "--at", t2,
+            "--target-db", "shop_ctrl_c", "--scratch-dir", str(scratch), log_name="ctrl-c",
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while not list(scratch.glob("*/data/postmaster.pid")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the scratch server never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130
+        assert scratch_left(scratch) == []
+
         drill = env.cli_json(
             "drill", "table", "--db", "shop", "--table", "public.items", "--seed", "3"
         )
@@ -212,3 +230,63 @@ def test_table_and_database_restored_as_they_were(make_env: EnvFactory) -> None:
     finally:
         catalog.close()
     assert row["result"] == "ok" and row["duration_s"] > 0
+
+
+DATABASES = [
+    {"oid": 1, "name": "template1", "template": True},
+    {"oid": 4, "name": "template0", "template": True},
+    {"oid": 5, "name": "postgres", "template": False},
+    {"oid": 16384, "name": "shop", "template": False},
+    {"oid": 16385, "name": "big", "template": False},
+]
+
+
+def make_tar(path: Path, members: dict[str, bytes]) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+
+
+def test_layout_keeps_templates_maintenance_and_the_database() -> None:
+    layout = layout_for({"databases": DATABASES}, ["shop"], "postgres")
+    assert layout.known and layout.skipped == {16385: "big"}
+    assert layout.kept == ["postgres", "shop", "template0", "template1"]
+    old = layout_for({"pg_major": 15}, ["shop"], "postgres")  # manifest before the list
+    assert not old.known and old.skipped == {}
+
+
+def test_skipped_database_files_are_sparse_and_ignored_by_verification(tmp_path: Path) -> None:
+    page = b"x" * 8192
+    archive = tmp_path / "base.tar.zst"
+    make_tar(
+        archive,
+        {
+            "global/pg_control": b"c" * 100,
+            "base/16384/1259": page,
+            "base/16385/1259": page * 2,
+            "base/16385/PG_VERSION": b"15\n",
+            "base/16399/1259": page,  # a database created while the backup ran
+        },
+    )
+    layout = layout_for({"databases": DATABASES}, ["shop"], "postgres")
+    dest = tmp_path / "data"
+    assert layout.extract(archive, dest, "") == 5
+    assert (dest / "base/16384/1259").read_bytes() == page
+    assert (dest / "base/16399/1259").read_bytes() == page
+    zeroed = dest / "base/16385/1259"
+    assert zeroed.stat().st_size == 2 * 8192 and zeroed.read_bytes() == bytes(2 * 8192)
+    assert (dest / "base/16385/PG_VERSION").read_bytes() == b"15\n"
+    assert layout.bytes_sparse == 2 * 8192
+    assert layout.bytes_extracted == 100 + 8192 + 3 + 8192
+    ts = tmp_path / "ts.tar.zst"
+    make_tar(ts, {"PG_15_202209061/16385/2000": page, "PG_15_202209061/16384/2000": page})
+    layout.extract(ts, tmp_path / "ts", "pg_tblspc/99")
+    assert layout.verify_ignores() == ["base/16385", "pg_tblspc/99/PG_15_202209061/16385"]
+    bad = tmp_path / "bad.tar.zst"
+    make_tar(bad, {"../escape": b"no"})
+    with pytest.raises(RestoreError, match="unsafe path"):
+        layout.extract(bad, tmp_path / "bad", "")

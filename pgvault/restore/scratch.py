@@ -17,7 +17,9 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -78,6 +80,23 @@ def _private_root(parent: Path | None, owner: str) -> Path:
 
 
 @contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd, timeout) unwinds like Ctrl-C, so the clean-up below runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
 def scratch_cluster(
     settings: Settings,
     catalog: CatalogDB,
@@ -95,6 +114,8 @@ def scratch_cluster(
     """Restore the cluster to `at` (partially, per `layout`) in a private directory,
     start it isolated, wait for the target; yield it; stop and remove it afterwards."""
     action = "promote" if promote else "pause"
+    stack = contextlib.ExitStack()
+    stack.enter_context(_terminate_as_interrupt())
     root = _private_root(parent, owner)
     server: RestoredServer | None = None
     socket_dir: Path | None = None
@@ -138,6 +159,7 @@ def scratch_cluster(
         if socket_dir is not None:
             remove_socket_dir(socket_dir)
         shutil.rmtree(root, ignore_errors=True)
+        stack.close()
 
 
 def major_of(datadir: Path) -> int | None:

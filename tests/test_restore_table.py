@@ -290,3 +290,26 @@ def test_skipped_database_files_are_sparse_and_ignored_by_verification(tmp_path:
     make_tar(bad, {"../escape": b"no"})
     with pytest.raises(RestoreError, match="unsafe path"):
         layout.extract(bad, tmp_path / "bad", "")
+
+
+def test_text_report_says_what_was_restored_and_what_was_skipped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pgvault.cli.table import print_result
+    from pgvault.restore.table import TableRestoreResult
+
+    result = TableRestoreResult(
+        mode="tables", db="shop", target_db="shop", target="2026-11-24T09:41:00.000000Z",
+        backup_id="B1", restored_to="2026-11-24T09:40:59+00:00", target_table="items_t1",
+        tables=[{"schema": "public", "name": "items_t1", "rows_at_target": 42}],
+        timings={"plan_s": 0.1, "fetch_s": 1.0, "extract_s": 2.0, "replay_s": 3.0,
+                 "dump_s": 0.5, "load_s": 0.4, "total_s": 7.0},
+        bytes_fetched=3 * 2**20, bytes_extracted=30 * 2**20, data_size=800 * 2**20,
+        layout={"databases_known": True, "databases_zero_filled": ["big"]},
+    )  # fmt: skip
+    print_result(result)
+    out = capsys.readouterr().out
+    assert "restored public.items_t1 as of 2026-11-24T09:41:00.000000Z into shop as items_t1" in out
+    assert "42 rows at T" in out
+    assert "extracted 30.0 MiB of the backup's 800.0 MiB (not extracted: big)" in out
+    assert "plan 0.1s, fetch 1.0s, extract 2.0s, replay 3.0s, dump 0.5s, load 0.4s" in out

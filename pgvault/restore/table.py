@@ -30,6 +30,7 @@ from typing import Any
 
 from pgvault import pg, pgtables
 from pgvault.catalog.db import CatalogDB
+from pgvault.catalog.leases import lease
 from pgvault.catalog.restorable import restorable_at
 from pgvault.config import Settings
 from pgvault.errors import NotRestorable, RestoreError, UsageError
@@ -209,20 +210,31 @@ def restore_at(
     result.timings["plan_s"] = round(time.monotonic() - t0, 2)
     work = settings.spool_dir / "tmp" / f"restore-table-{uuid.uuid4().hex[:12]}"
     work.mkdir(parents=True, mode=0o700)
+    # the plan's backup and WAL stay out of retention's reach until the replay is over
+    held = lease(
+        catalog,
+        f"restore {req.mode} {req.db} to {plan.target}",
+        artifacts=[("physical", str(plan.backup.backup_id))],
+        wal=[(p.timeline, p.first, p.last) for p in plan.window.portions],
+        hours=max(1.0, req.timeout / 3600 + 1),
+    )
     try:
-        with scratch_cluster(
-            settings,
-            catalog,
-            store,
-            at=req.at,
-            layout=layout,
-            identities=identities,
-            owner=req.owner,
-            from_store=req.from_store,
-            promote=req.target_table is not None,
-            timeout=req.timeout,
-            parent=req.scratch_parent,
-        ) as sc:
+        with (
+            held,
+            scratch_cluster(
+                settings,
+                catalog,
+                store,
+                at=req.at,
+                layout=layout,
+                identities=identities,
+                owner=req.owner,
+                from_store=req.from_store,
+                promote=req.target_table is not None,
+                timeout=req.timeout,
+                parent=req.scratch_parent,
+            ) as sc,
+        ):
             result.timings.update(sc.timings)
             result.restored_to = sc.restored_to
             result.layout = layout.as_dict()

@@ -22,7 +22,7 @@ from pgvault.errors import RestoreError
 from pgvault.restore.partial import layout_for
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
-from tests.pgcluster import PgCluster
+from tests.pgcluster import PgCluster, chown_pg
 
 ITEMS = "SELECT id, note, qty FROM items ORDER BY id"
 
@@ -82,10 +82,15 @@ def prepare(env: PgvaultEnv) -> PgCluster:
         "INSERT INTO orders(item_id) SELECT g FROM generate_series(1, 50) g",
         dbname="shop",
     )
-    # the other database dominates the cluster: a table restore must not extract it
+    # the other database dominates the cluster, in a tablespace of its own for most of
+    # it (the tablespace's tar is filtered too): a table restore must not extract it
+    location = env.base / "big_ts"
+    location.mkdir()
+    chown_pg(location)
+    pg.sql(f"CREATE TABLESPACE big_ts LOCATION '{location}'")
     pg.sql(
-        "CREATE TABLE filler AS SELECT g AS id, md5(g::text) || repeat('x', 200) AS pad "
-        "FROM generate_series(1, 250000) g",
+        "CREATE TABLE filler TABLESPACE big_ts AS SELECT g AS id, "
+        "md5(g::text) || repeat('x', 200) AS pad FROM generate_series(1, 250000) g",
         dbname="big",
     )
     return pg
@@ -116,11 +121,20 @@ def test_table_and_database_restored_as_they_were(make_env: EnvFactory) -> None:
     scratch.mkdir(mode=0o755)
     with Writer(pg) as writer:
         pg.sql("INSERT INTO items(note, qty) VALUES ('after backup', 1)", dbname="shop")
+        # a database created after the base backup: its files come from WAL alone
+        pg.sql("CREATE DATABASE late")
+        pg.sql(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text);"
+            "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 300) g",
+            dbname="late",
+        )
         pg.sql("UPDATE items SET qty = qty + 1000 WHERE id <= 10", dbname="shop")
         t1, at_t1 = mark(env, pg)
         pg.sql("DELETE FROM items WHERE id BETWEEN 100 AND 120", dbname="shop")
         pg.sql("INSERT INTO items(note, qty) VALUES ('between T1 and T2', 2)", dbname="shop")
         t2, at_t2 = mark(env, pg)
+        late_at_t2 = rows(pg, "late", "SELECT * FROM notes ORDER BY id")
+        pg.sql("DELETE FROM notes WHERE id > 10", dbname="late")
         # the damage, after T2
         pg.sql(
             "DELETE FROM orders WHERE item_id > 150; DELETE FROM items WHERE id > 150",
@@ -176,18 +190,20 @@ def test_table_and_database_restored_as_they_were(make_env: EnvFactory) -> None:
         assert r2["layout"]["databases_zero_filled"] == ["big"]
         assert scratch_left(scratch) == []
 
-        # the whole database at T2, beside production; the big one never extracted
+        # a whole database at T2 (created after the backup), beside production; the big
+        # one (and shop) never extracted
         rd = env.cli_json(
-            "restore", "database", "--db", "shop", "--at", t2, "--target-db", "shop_t2",
+            "restore", "database", "--db", "late", "--at", t2, "--target-db", "late_t2",
             "--scratch-dir", str(scratch),
         )  # fmt: skip
         assert rd["ok"], rd
-        assert rows(pg, "shop_t2") == at_t2
+        assert rows(pg, "late_t2", "SELECT * FROM notes ORDER BY id") == late_at_t2
+        assert rd["layout"]["databases_zero_filled"] == ["big", "shop"]
         assert rd["bytes_extracted"] < rd["data_size"] / 2, rd
         assert rd["bytes_zero_filled"] > rd["data_size"] / 2, rd
         assert scratch_left(scratch) == []
         again = env.cli(
-            "restore", "database", "--db", "shop", "--at", t2, "--target-db", "shop_t2", check=False
+            "restore", "database", "--db", "late", "--at", t2, "--target-db", "late_t2", check=False
         )  # fmt: skip
         assert again.returncode == 1 and "exists" in again.stderr
         assert len(again.stderr.strip().splitlines()) == 1

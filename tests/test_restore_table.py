@@ -219,6 +219,8 @@ def test_table_and_database_restored_as_they_were(make_env: EnvFactory) -> None:
 
         listed = env.cli_json("catalog", "restorable", "--at", t2)
         assert listed["table_restore"]["available"] is True, listed
+        text = env.cli("catalog", "restorable", "--at", t2).stdout
+        assert "pgvault restore table --db DB" in text and "restore pitr --to" in text
 
         # Ctrl-C while the scratch cluster runs: stopped and removed all the same
         proc = env.spawn(

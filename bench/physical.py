@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,14 @@ def timed_as_postgres(args: list[str], env: dict[str, str] | None = None) -> flo
     if proc.returncode != 0:
         sys.exit(f"{args[0]} failed: {proc.stderr[-2000:]}")
     return elapsed
+
+
+def child_cpu() -> float:
+    """CPU seconds (user + system) of every finished child process tree: the client side
+    of a backup (pgvault + pg_basebackup, pg_basebackup, pgBackRest's processes); the
+    server's walsender (reading and checksumming for pg_basebackup) is not in it."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def du(path: Path) -> int:
@@ -154,11 +163,13 @@ def backups(
         order = tools[rnd % 3 :] + tools[: rnd % 3]
         times: dict[str, float] = {}
         for label, fn in order:
+            cpu0 = child_cpu()
             secs, nbytes = fn()
+            cpu = child_cpu() - cpu0
             times[label] = secs
             print(
-                f"  round {rnd + 1}  {label:42s} {secs:7.1f} s   {nbytes / 2**20:8.0f} MiB   "
-                f"{size / secs / 2**20:6.0f} MiB/s of data",
+                f"  round {rnd + 1}  {label:42s} {secs:7.1f} s   {nbytes / 2**20:6.0f} MiB   "
+                f"{size / secs / 2**20:5.0f} MiB/s of data   client CPU {cpu:5.1f} s",
                 flush=True,
             )
         t_ours, t_bare, t_rest = (times[label] for label, _ in tools)

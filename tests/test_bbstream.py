@@ -280,10 +280,23 @@ def test_a_damaged_stream_fails_the_backup_and_leaves_nothing(make_env: EnvFacto
     assert [p.name for p in kept] == [out["backup_id"]]
     manifest = json.loads((kept[0] / "manifest.json").read_text())
     assert manifest["verification"]["base_files_sha256_checked"] > 900
-    assert (
-        manifest["verification"]["wal_segments"] == [manifest["start_wal"]]
-        or manifest["verification"]["wal_segments"][0] == manifest["start_wal"]
-    )
+    wal = manifest["verification"]["wal_segments"]
+    assert (wal[0], wal[-1]) == (manifest["start_wal"], manifest["stop_wal"])
     for entry in manifest["files"]:
         data = (kept[0] / entry["name"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    # the temporary slot that reserved the WAL went with the backup's session
+    assert pg.sql("SELECT slot_name FROM pg_replication_slots") == []
+
+
+def test_a_server_without_a_free_slot_still_backs_up(make_env: EnvFactory) -> None:
+    """-Xfetch without the WAL reservation: a warning, and the backup proven as usual."""
+    env = make_env()
+    env.cli("init")
+    env.make_pg({"max_replication_slots": "0"})
+    proc = env.cli("backup", "physical", "--json")
+    assert "no WAL reservation for the backup" in proc.stderr
+    out = json.loads(proc.stdout)
+    manifest = json.loads((Path(out["path"]) / "manifest.json").read_text())
+    assert manifest["verification"]["base_files_sha256_checked"] > 900
+    assert manifest["verification"]["wal_segments"]

@@ -138,8 +138,11 @@ def wal_reserved(settings: Settings, backup_id: str) -> Iterator[str | None]:
     with contextlib.ExitStack() as stack:
         try:
             conn = stack.enter_context(pg.connect(settings.postgres))
-            conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (name,))
+            pg.fetch_one(
+                conn, "SELECT pg_create_physical_replication_slot(%s, true, true)", (name,)
+            )
         except PostgresError as exc:
+            stack.close()
             log.warning("no WAL reservation for the backup (-Xfetch without a slot): %s", exc)
             yield None
             return

@@ -2,7 +2,7 @@
 same cluster (pgbench scale >= 100), side by side in one run.
 
     .venv/bin/python bench/physical.py [--scale 100] [--transactions 60000]
-                                       [--rounds 2] [--jobs N] [--backup-only]
+                                       [--rounds 2] [--jobs N]... [--backup-only]
 
 1. backup time: `pgvault backup physical` (one pass: pg_basebackup's tar stream hashed,
    checked against backup_manifest and compressed as it arrives), bare
@@ -20,6 +20,7 @@ same cluster (pgbench scale >= 100), side by side in one run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common import AMQP, PG_BIN, PgCluster, PgvaultEnv, as_postgres, chown_pg, cleanup, workdir
@@ -111,12 +113,11 @@ def backups(
     """`--rounds` rounds of the three base backups, the order rotated each round (the
     machine is shared: a neighbour's burst should not always hit the same tool). The
     pipeline is not running yet, so no upload competes with the backups."""
-    jobs = ["--jobs", str(args.jobs)] if args.jobs else []
     bare = base / "bare"
     bare.mkdir()
     chown_pg(bare)
 
-    def ours() -> tuple[float, int]:
+    def ours(jobs: list[str]) -> tuple[float, int]:
         def listing() -> set[Path]:
             return {p for p in (env.spool / "physical").glob("[!.]*") if p.is_dir()}
 
@@ -153,14 +154,17 @@ def backups(
         )
         return secs, du(repo) - before
 
-    tools = [
-        (f"pgvault backup physical {' '.join(jobs)}".strip(), ours),
+    tools: list[tuple[str, Callable[[], tuple[float, int]]]] = [
+        (f"pgvault backup physical {' '.join(jobs)}".strip(), functools.partial(ours, jobs))
+        for jobs in ([["--jobs", str(n)] for n in args.jobs] or [[]])
+    ]
+    tools += [
         ("pg_basebackup -Ft -Xstream client-zstd", bare_basebackup),
         ("pgbackrest backup --type=full (pmax 2)", pgbackrest),
     ]
     print(f"\nbase backup, {args.rounds} round(s), order rotated each round:")
     for rnd in range(args.rounds):
-        order = tools[rnd % 3 :] + tools[: rnd % 3]
+        order = tools[rnd % len(tools) :] + tools[: rnd % len(tools)]
         times: dict[str, float] = {}
         for label, fn in order:
             cpu0 = child_cpu()
@@ -172,12 +176,13 @@ def backups(
                 f"{size / secs / 2**20:5.0f} MiB/s of data   client CPU {cpu:5.1f} s",
                 flush=True,
             )
-        t_ours, t_bare, t_rest = (times[label] for label, _ in tools)
-        print(
-            f"  round {rnd + 1}  pgvault / pg_basebackup {t_ours / t_bare:.2f}   "
-            f"pgvault / pgbackrest {t_ours / t_rest:.2f}",
-            flush=True,
-        )
+        t_bare, t_rest = (times[label] for label, _ in tools[-2:])
+        for label, _ in tools[:-2]:
+            print(
+                f"  round {rnd + 1}  {label}: / pg_basebackup {times[label] / t_bare:.2f}   "
+                f"/ pgbackrest {times[label] / t_rest:.2f}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -185,7 +190,13 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=100)
     parser.add_argument("--transactions", type=int, default=60000)
     parser.add_argument("--rounds", type=int, default=2, help="backup rounds, order rotated")
-    parser.add_argument("--jobs", type=int, default=None, help="pgvault backup physical --jobs")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        action="append",
+        default=[],
+        help="pgvault backup physical --jobs N (repeat: one pgvault row per value)",
+    )
     parser.add_argument("--backup-only", action="store_true", help="skip the PITR part")
     args = parser.parse_args()
     base = workdir("physical")

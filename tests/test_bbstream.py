@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 import zstandard
+from pydantic import ValidationError
 
 from pgvault.catalog.runs import last_backup_runs
+from pgvault.config import Settings
 from pgvault.errors import BackupError
 from pgvault.producers.basebackup_verify import check_digests, check_wal_names, parse_manifest
 from pgvault.producers.bbstream import StreamTruncated, parse_header, split_stream
@@ -300,3 +302,19 @@ def test_a_server_without_a_free_slot_still_backs_up(make_env: EnvFactory) -> No
     manifest = json.loads((Path(out["path"]) / "manifest.json").read_text())
     assert manifest["verification"]["base_files_sha256_checked"] > 900
     assert manifest["verification"]["wal_segments"]
+
+
+def test_max_workers_and_jobs_are_bounded(make_env: EnvFactory) -> None:
+    """`[physical] max_workers` defaults to min(4, CPUs); 0 is refused in the config and
+    on the command line, each in one line with exit 2."""
+    assert Settings().physical.max_workers == min(4, os.cpu_count() or 1)
+    with pytest.raises(ValidationError):
+        Settings(physical={"max_workers": 0})
+    env = make_env()
+    proc = env.cli("backup", "physical", "--jobs", "0", check=False)
+    assert proc.returncode == 2 and "--jobs" in proc.stderr
+    env.data["physical"] = {"max_workers": 0}
+    env.write_config()
+    proc = env.cli("backup", "physical", check=False)
+    assert proc.returncode == 2 and "physical.max_workers" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -58,7 +58,7 @@ def backup_physical(
     from pgvault.producers.physical import take_physical_backup
 
     settings, catalog = _deps(ctx)
-    result = take_physical_backup(settings, catalog, open_broker(settings), jobs)
+    result = take_physical_backup(settings, catalog, open_broker(settings), jobs=jobs)
     m = result.manifest
     if json_out:
         data = m.model_dump(mode="json", exclude={"verification"}, exclude_none=True)

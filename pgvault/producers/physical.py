@@ -131,6 +131,7 @@ def take_physical_backup(
     settings: Settings,
     catalog: CatalogDB | None,
     broker: Broker | None,
+    *,
     jobs: int | None = None,
 ) -> PhysicalResult:
     """One base backup into the spool. Leaves nothing behind on failure; one at a time

@@ -101,6 +101,15 @@ class StorageSettings(_Section):
         return value.strip("/")
 
 
+def _default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+class PhysicalSettings(_Section):
+    # zstd worker threads of `backup physical` (pgBackRest's process-max); --jobs overrides
+    max_workers: int = Field(default_factory=_default_workers, ge=1, le=64)
+
+
 class RetentionSettings(_Section):
     logical_days: int = Field(30, ge=1)
     physical_weeks: int = Field(4, ge=1)
@@ -192,6 +201,7 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = PostgresSettings()
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
+    physical: PhysicalSettings = PhysicalSettings()
     retention: RetentionSettings = RetentionSettings()
     alerts: AlertSettings = AlertSettings()
     audit: AuditSettings = AuditSettings()

@@ -130,7 +130,7 @@ def test_fourteen_has_no_client_zstd_and_in_place_tablespaces() -> None:
     """What pgvault relies on per version: 14's pg_basebackup only gzips (so pgvault
     compresses the tars itself), and 14 supports in-place tablespaces (empty location,
     under allow_in_place_tablespaces), which the tablespace guard replays into."""
-    from pgvault.producers.physical import client_zstd
+    from pgvault.producers.basebackup_run import client_zstd
 
     bin14 = _bin_or_skip(14)
     assert client_zstd(str(bin14 / "pg_basebackup")) is False

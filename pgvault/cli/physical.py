@@ -38,6 +38,13 @@ def _deps(ctx: typer.Context, *, restoring: bool = False) -> tuple[Settings, Cat
 def backup_physical(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        min=1,
+        max=64,
+        help="zstd threads compressing the stream (default: [physical] max_workers).",
+    ),
 ) -> None:
     """Take a base backup (pg_basebackup, tar, zstd, WAL included) into the spool.
 
@@ -51,7 +58,7 @@ def backup_physical(
     from pgvault.producers.physical import take_physical_backup
 
     settings, catalog = _deps(ctx)
-    result = take_physical_backup(settings, catalog, open_broker(settings))
+    result = take_physical_backup(settings, catalog, open_broker(settings), jobs=jobs)
     m = result.manifest
     if json_out:
         data = m.model_dump(mode="json", exclude={"verification"}, exclude_none=True)

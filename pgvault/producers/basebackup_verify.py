@@ -19,6 +19,7 @@ from typing import IO, Any, TypeVar, cast
 import zstandard
 
 from pgvault.errors import BackupError
+from pgvault.storage.codec import Digest
 from pgvault.walfile import parse_lsn, segment_name
 
 MANIFEST_CHECKSUM_KEY = '"Manifest-Checksum"'
@@ -44,7 +45,11 @@ def _as_backup_error(fn: Callable[..., T]) -> Callable[..., T]:
 
 def load_manifest(path: Path) -> dict[str, Any]:
     """PostgreSQL's backup_manifest, its checksum and the shape pgvault reads proven."""
-    text = path.read_text()
+    return parse_manifest(path.read_text(), str(path))
+
+
+def parse_manifest(text: str, path: str = "backup_manifest") -> dict[str, Any]:
+    """load_manifest on the manifest's text (`path` names it in errors)."""
     cut = text.find(MANIFEST_CHECKSUM_KEY)
     if cut < 0:
         raise BackupError(f"{path}: backup_manifest has no Manifest-Checksum")
@@ -118,7 +123,6 @@ def _check_members(tar_path: Path, prefix: str, expected: dict[str, Any]) -> set
             path = prefix + member.name
             if not member.isfile() or path not in expected:
                 continue
-            entry = expected[path]
             src = tar.extractfile(member)
             assert src is not None
             digest = hashlib.sha256()
@@ -126,19 +130,29 @@ def _check_members(tar_path: Path, prefix: str, expected: dict[str, Any]) -> set
             while chunk := src.read(1 << 20):
                 digest.update(chunk)
                 size += len(chunk)
-            if size != entry["Size"]:
-                raise BackupError(
-                    f"{path}: {size} bytes in {tar_path.name}, manifest says {entry['Size']}"
-                )
-            if (
-                entry.get("Checksum-Algorithm") == "SHA256"
-                and digest.hexdigest() != entry["Checksum"]
-            ):
-                raise BackupError(
-                    f"{path}: SHA-256 in {tar_path.name} does not match backup_manifest"
-                )
+            _check_entry(path, size, digest.hexdigest(), expected[path], tar_path.name)
             seen.add(path)
     return seen
+
+
+def _check_entry(path: str, size: int, sha256: str, entry: dict[str, Any], where: str) -> None:
+    if size != entry["Size"]:
+        raise BackupError(f"{path}: {size} bytes in {where}, manifest says {entry['Size']}")
+    if entry.get("Checksum-Algorithm") == "SHA256" and sha256 != entry["Checksum"]:
+        raise BackupError(f"{path}: SHA-256 in {where} does not match backup_manifest")
+
+
+def check_digests(members: dict[str, Digest], manifest: dict[str, Any], where: str) -> int:
+    """verify_base_tar for digests taken while the tar streamed by (bbstream): every file
+    the manifest lists present with its size and SHA-256; returns the files checked."""
+    checked = 0
+    for entry in manifest["Files"]:
+        got = members.get(entry["Path"])
+        if got is None:
+            raise BackupError(f"the backup lacks manifest file {entry['Path']}")
+        _check_entry(entry["Path"], got.size, got.sha256, entry, where)
+        checked += 1
+    return checked
 
 
 def wal_range(manifest: dict[str, Any]) -> tuple[int, int, int]:
@@ -154,18 +168,25 @@ def wal_range(manifest: dict[str, Any]) -> tuple[int, int, int]:
 @_as_backup_error
 def verify_wal_tar(tar_path: Path, manifest: dict[str, Any], seg_size: int) -> list[str]:
     """pg_wal.tar.zst must hold the segments start..end of the backup's WAL range."""
+    names = []
+    fh, tar = _open_zst_tar(tar_path)
+    with fh, tar:
+        for member in tar:
+            if member.isfile():
+                names.append(member.name)
+    return check_wal_names(names, manifest, seg_size)
+
+
+def check_wal_names(names: list[str], manifest: dict[str, Any], seg_size: int) -> list[str]:
+    """The WAL files of a backup (paths relative to pg_wal/) hold the segments start..end
+    of its WAL range; returns those segments."""
     timeline, start, end = wal_range(manifest)
     needed = [
         segment_name(timeline, s, seg_size)
         for s in range(start // seg_size, max(start, end - 1) // seg_size + 1)
     ]
-    names = set()
-    fh, tar = _open_zst_tar(tar_path)
-    with fh, tar:
-        for member in tar:
-            if member.isfile():
-                names.add(Path(member.name).name)
-    absent = [n for n in needed if n not in names]
+    present = {Path(n).name for n in names}
+    absent = [n for n in needed if n not in present]
     if absent:
         raise BackupError(
             f"pg_wal.tar lacks WAL segment(s) {', '.join(absent)} needed for consistency"

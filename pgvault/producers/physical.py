@@ -1,15 +1,18 @@
 """`pgvault backup physical`: pg_basebackup into the spool, verified, with manifest.json.
 
-    pg_basebackup -Ft -Xstream --compress=client-zstd --checkpoint=fast
-                  --manifest-checksums=SHA256  -> spool/physical/.<id>.tmp/
-    pg_wal.tar -> pg_wal.tar.zst (PostgreSQL 15 leaves the streamed WAL uncompressed)
-    verify base.tar.zst and pg_wal.tar.zst against backup_manifest
+    pg_basebackup -D - -Ft -Xfetch --checkpoint=fast --manifest-checksums=SHA256
+      | one pass (bbstream): hash every member, compress with `jobs` zstd threads,
+        hash the stored bytes    -> spool/physical/.<id>.tmp/ base.tar.zst, pg_wal.tar.zst
+    backup_manifest (the stream's last member): its checksum, then every data file's
+    size and SHA-256 against it, the WAL start..end present
     (PostgreSQL 18+: pg_verifybackup --format=tar as well)
     manifest.json (written last) -> rename to spool/physical/<id>/
 
-pg_basebackup is the server's own major version (pgtools.find_tool(major=...)). One
-without client-side zstd (PostgreSQL 14 has only gzip; a build without zstd) writes plain
-tars, compressed here to the same `*.tar.zst` layout.
+A cluster with tablespaces takes the older two-pass way (physical_classic.produce_classic:
+`-D <dir> -Xstream`, then decompress and check), since pg_basebackup cannot write them to
+stdout. basebackup_run explains the choice of -Xfetch (with a temporary slot). `jobs`
+(`[physical] max_workers`, `backup physical --jobs`) is the zstd worker threads, like
+pgBackRest's process-max. pg_basebackup is the server's own major version.
 
 The watcher announces the directory once it appears under its final name; upload, verify
 and catalog handle it like any other artifact.
@@ -17,7 +20,6 @@ and catalog handle it like any other artifact.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -26,8 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import zstandard
 
 from pgvault import pg, spool
 from pgvault.alerting import raise_alert
@@ -39,28 +39,20 @@ from pgvault.config import Settings
 from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
-from pgvault.pgtools import find_tool, libpq_env, major_of, run_tool, tool_major
-from pgvault.producers.basebackup_verify import (
-    load_manifest,
-    verify_base_tar,
-    verify_wal_tar,
-    wal_range,
-)
-from pgvault.progress import watch_file
+from pgvault.pgtools import find_tool, major_of, run_tool
+from pgvault.producers.basebackup_verify import wal_range
+from pgvault.producers.physical_classic import produce_classic, produce_onepass
 from pgvault.schemas.manifest import (
     MANIFEST_NAME,
     BaseBackupCheck,
     DatabaseEntry,
-    ManifestFile,
     PhysicalManifest,
     TablespaceInfo,
 )
-from pgvault.storage.codec import sha256_file
 from pgvault.timeutil import iso
 from pgvault.walfile import format_lsn, segment_name
 
 log = logging.getLogger(__name__)
-DATA_FILES = ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest")
 
 
 @dataclass
@@ -116,88 +108,6 @@ def _server_facts(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _tablespace_tars(tmp: Path, spaces: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The tablespaces pg_basebackup wrote, each with its tar; a tablespace created or
-    dropped while the backup ran is whatever the backup holds (WAL replay does the rest)."""
-    out = []
-    for space in spaces:
-        name = f"{space['oid']}.tar.zst"
-        if (tmp / name).exists():
-            out.append({**space, "file": name})
-    known = {t["file"] for t in out}
-    extra = sorted(p.name for p in tmp.glob("*.tar.zst") if p.name not in (*DATA_FILES, *known))
-    if extra:
-        raise BackupError(
-            f"pg_basebackup wrote {', '.join(extra)}: a tablespace pgvault did not see"
-        )
-    return out
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(dirpath, name))
-            except OSError:
-                continue
-    return total
-
-
-def _compress(src: Path, dst: Path, level: int) -> None:
-    cctx = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        cctx.copy_stream(fin, fout)
-        fout.flush()
-        os.fsync(fout.fileno())
-    src.unlink()
-
-
-@functools.cache
-def client_zstd(tool: str) -> bool:
-    """Whether this pg_basebackup compresses with zstd itself (15+ built with zstd): asked
-    with a connection that cannot succeed, so only the option check answers. PostgreSQL
-    14 reads any --compress value as a gzip level (atoi: "client-zstd" is 0, no
-    compression), hence the version test first."""
-    if tool_major(tool) < 15:
-        return False
-    proc = run_tool(
-        [tool, "-D", "/nonexistent/pgvault-probe", "-Ft", "--compress=client-zstd",
-         "--no-password", "-d", "host=/nonexistent/pgvault-probe port=1"],
-        env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")},
-        inherit=False,
-        check=False,
-        timeout=30,
-    )  # fmt: skip
-    err = proc.stderr.lower()
-    return "compression" not in err and "unrecognized option" not in err
-
-
-def _run_basebackup(
-    settings: Settings, target: Path, backup_id: str, major: int | None, total: int | None = None
-) -> bool:
-    """pg_basebackup into `target`; True when it compressed the tars itself."""
-    pgs = settings.postgres
-    tool = find_tool("pg_basebackup", pgs.bin_dir, major)
-    zstd = client_zstd(tool)
-    args = [
-        tool,
-        "-D",
-        str(target),
-        "-Ft",
-        "-Xstream",
-        *([f"--compress=client-zstd:level={settings.storage.compression_level}"] if zstd else []),
-        "--checkpoint=fast",
-        "--manifest-checksums=SHA256",
-        "--no-password",
-        f"--label=pgvault-{backup_id}",
-    ]
-    env = libpq_env(pgs.host, pgs.port, pgs.user)
-    with watch_file("pg_basebackup", lambda: _dir_size(target), total=total):
-        run_tool(args, env=env, what="pg_basebackup")
-    return zstd
-
-
 def _verifybackup(settings: Settings, tmp: Path, major: int | None) -> bool:
     """PostgreSQL 18+ verifies tar-format backups itself: run it beside pgvault's own
     member check (WAL parsing is not supported for tars: pg_wal.tar.zst is checked by
@@ -229,19 +139,27 @@ def _record(
 
 
 def take_physical_backup(
-    settings: Settings, catalog: CatalogDB | None, broker: Broker | None
+    settings: Settings,
+    catalog: CatalogDB | None,
+    broker: Broker | None,
+    *,
+    jobs: int | None = None,
 ) -> PhysicalResult:
     """One base backup into the spool. Leaves nothing behind on failure; one at a time
-    (a lock in spool/physical/), which also makes a killed run's leftovers safe to remove."""
+    (a lock in spool/physical/), which also makes a killed run's leftovers safe to remove.
+    `jobs`: zstd threads, default `[physical] max_workers`."""
     root = settings.spool_dir / "physical"
+    threads = jobs or settings.physical.max_workers
     try:
         with spool.exclusive(root / ".lock", root, "physical backup"):
-            return _take(settings, catalog, broker)
+            return _take(settings, catalog, broker, threads)
     except SpoolError as exc:
         raise BackupError(str(exc)) from None
 
 
-def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) -> PhysicalResult:
+def _take(
+    settings: Settings, catalog: CatalogDB | None, broker: Broker | None, threads: int
+) -> PhysicalResult:
     t0 = time.monotonic()
     root = settings.spool_dir / "physical"
     root.mkdir(parents=True, exist_ok=True)
@@ -258,29 +176,15 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
     try:
         facts = _server_facts(settings)
         tmp.mkdir(mode=0o750)
-        alog.info("pg_basebackup started")
         major = facts["pg_major"]
-        level = settings.storage.compression_level
-        if not _run_basebackup(settings, tmp, backup_id, major, facts["db_bytes"]):
-            for plain in sorted(tmp.glob("*.tar")):
-                if plain.name != "pg_wal.tar":
-                    _compress(plain, plain.with_name(plain.name + ".zst"), level)
-        _compress(tmp / "pg_wal.tar", tmp / "pg_wal.tar.zst", level)
-        manifest_pg = load_manifest(tmp / "backup_manifest")
-        spaces = _tablespace_tars(tmp, facts["tablespaces"])
-        checked = verify_base_tar(
-            tmp / "base.tar.zst",
-            manifest_pg,
-            {f"pg_tblspc/{t['oid']}/": tmp / t["file"] for t in spaces},
-        )
-        wal_needed = verify_wal_tar(tmp / "pg_wal.tar.zst", manifest_pg, facts["seg_size"])
+        produce = produce_classic if facts["tablespaces"] else produce_onepass
+        alog.info("pg_basebackup started (%s, %d zstd threads)", produce.__name__, threads)
+        made = produce(settings, tmp, backup_id, facts, threads=threads)
         verified_by_pg = _verifybackup(settings, tmp, major)
+        manifest_pg = made.manifest_pg
         timeline, start_lsn, end_lsn = wal_range(manifest_pg)
         finished = datetime.now(UTC)
-        files = []
-        for name in (*DATA_FILES, *(t["file"] for t in spaces)):
-            digest = sha256_file(tmp / name)
-            files.append(ManifestFile(name=name, size=digest.size, sha256=digest.sha256))
+        files, spaces, checked = made.files, made.spaces, made.checked
         seg = facts["seg_size"]
         manifest = PhysicalManifest(
             backup_id=backup_id,
@@ -300,11 +204,14 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
             pg_version=facts["pg_version"],
             pg_version_num=facts["pg_version_num"],
             pg_major=major,
-            data_size=sum(int(f["Size"]) for f in manifest_pg["Files"]),
+            # the data directory; -Xfetch also lists the WAL it sent under pg_wal/
+            data_size=sum(
+                int(f["Size"]) for f in manifest_pg["Files"] if not f["Path"].startswith("pg_wal/")
+            ),
             size=sum(f.size for f in files),
             verification=BaseBackupCheck(
                 base_files_sha256_checked=checked,
-                wal_segments=wal_needed,
+                wal_segments=made.wal_segments,
                 pg_verifybackup=verified_by_pg,
             ),
             tablespaces=tuple(TablespaceInfo(**t) for t in spaces),

@@ -108,6 +108,15 @@ class RetentionSettings(_Section):
     local_keep_days: float = Field(2, ge=0)
 
 
+class PhysicalSettings(_Section):
+    """When `backup physical` runs without --full/--incremental (PostgreSQL 17+ takes
+    incrementals; the default keeps every run a full backup)."""
+
+    incremental: Literal["never", "auto"] = "never"
+    full_every_days: float = Field(7, gt=0)  # auto: a full when the newest is older
+    max_chain: int = Field(6, ge=1)  # auto: a full when the chain has this many incrementals
+
+
 class AlertSettings(_Section):
     discord_webhook_url: SecretStr = SecretStr("")
     smtp_host: str = ""
@@ -193,6 +202,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     storage: StorageSettings = StorageSettings()
     retention: RetentionSettings = RetentionSettings()
+    physical: PhysicalSettings = PhysicalSettings()
     alerts: AlertSettings = AlertSettings()
     audit: AuditSettings = AuditSettings()
     encryption: EncryptionSettings = EncryptionSettings()

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,15 @@ from pgvault.walfile import format_lsn, segment_name
 
 log = logging.getLogger(__name__)
 DATA_FILES = ("base.tar.zst", "pg_wal.tar.zst", "backup_manifest")
+
+
+@dataclass(frozen=True)
+class BasebackupExtras:
+    """What an incremental backup adds (pgvault.producers.incremental): pg_basebackup
+    arguments (`--incremental=FILE`) and manifest.json fields, given the new backup id."""
+
+    args: tuple[str, ...] = ()
+    fields: Callable[[str], dict[str, Any]] = lambda _backup_id: {}
 
 
 @dataclass
@@ -163,7 +173,13 @@ def client_zstd(tool: str) -> bool:
 
 
 def _run_basebackup(
-    settings: Settings, target: Path, backup_id: str, major: int | None, total: int | None = None
+    settings: Settings,
+    target: Path,
+    backup_id: str,
+    major: int | None,
+    total: int | None = None,
+    *,
+    extra_args: tuple[str, ...] = (),
 ) -> bool:
     """pg_basebackup into `target`; True when it compressed the tars itself."""
     pgs = settings.postgres
@@ -180,6 +196,7 @@ def _run_basebackup(
         "--manifest-checksums=SHA256",
         "--no-password",
         f"--label=pgvault-{backup_id}",
+        *extra_args,
     ]
     env = libpq_env(pgs.host, pgs.port, pgs.user)
     with watch_file("pg_basebackup", lambda: _dir_size(target), total=total):
@@ -218,19 +235,24 @@ def _record(
 
 
 def take_physical_backup(
-    settings: Settings, catalog: CatalogDB | None, broker: Broker | None
+    settings: Settings,
+    catalog: CatalogDB | None,
+    broker: Broker | None,
+    extras: BasebackupExtras | None = None,
 ) -> PhysicalResult:
     """One base backup into the spool. Leaves nothing behind on failure; one at a time
     (a lock in spool/physical/), which also makes a killed run's leftovers safe to remove."""
     root = settings.spool_dir / "physical"
     try:
         with spool.exclusive(root / ".lock", root, "physical backup"):
-            return _take(settings, catalog, broker)
+            return _take(settings, catalog, broker, extras or BasebackupExtras())
     except SpoolError as exc:
         raise BackupError(str(exc)) from None
 
 
-def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) -> PhysicalResult:
+def _take(
+    settings: Settings, catalog: CatalogDB | None, broker: Broker | None, extras: BasebackupExtras
+) -> PhysicalResult:
     t0 = time.monotonic()
     root = settings.spool_dir / "physical"
     root.mkdir(parents=True, exist_ok=True)
@@ -250,7 +272,9 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
         alog.info("pg_basebackup started")
         major = facts["pg_major"]
         level = settings.storage.compression_level
-        if not _run_basebackup(settings, tmp, backup_id, major, facts["db_bytes"]):
+        if not _run_basebackup(
+            settings, tmp, backup_id, major, facts["db_bytes"], extra_args=extras.args
+        ):
             for plain in sorted(tmp.glob("*.tar")):
                 if plain.name != "pg_wal.tar":
                     _compress(plain, plain.with_name(plain.name + ".zst"), level)
@@ -298,6 +322,7 @@ def _take(settings: Settings, catalog: CatalogDB | None, broker: Broker | None) 
             ),
             tablespaces=tuple(TablespaceInfo(**t) for t in spaces),
             files=files,
+            **extras.fields(backup_id),
         )
         spool.fsync_tree(tmp)
         spool.write_atomic(tmp / MANIFEST_NAME, manifest.to_json())

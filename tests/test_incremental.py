@@ -200,3 +200,33 @@ def test_incremental_needs_a_verified_parent(make_env: EnvFactory) -> None:
     assert "warning: taking a full backup" in proc.stderr
     assert "no verified base backup" in proc.stderr
     assert proc.returncode == 0 and isinstance(proc, subprocess.CompletedProcess)
+
+
+def test_manifest_chain_fields() -> None:
+    """Old manifests load as full backups; an incremental is version 3 with a chain that
+    ends [parent, self]; anything inconsistent is refused in one line."""
+    from pgvault.errors import ManifestError
+    from pgvault.schemas.manifest import parse_physical
+    from tests.test_manifest import V1_PHYSICAL
+
+    old = parse_physical(V1_PHYSICAL, "p")
+    assert (old.backup_type, old.parent_id, old.chain_ids) == ("full", None, (old.backup_id,))
+    base = json.loads(old.to_json())
+    inc = base | {
+        "manifest_version": 3,
+        "backup_type": "incremental",
+        "parent_id": "20240401T030000Z",
+        "chain": ["20240301T030000Z", "20240401T030000Z", old.backup_id],
+    }
+    m = parse_physical(json.dumps(inc), "p")
+    assert m.chain_ids[-2:] == ("20240401T030000Z", old.backup_id)
+    assert parse_physical(m.to_json(), "p") == m
+    for bad in (
+        inc | {"manifest_version": 2},  # an older pgvault must refuse it
+        inc | {"chain": ["20240301T030000Z", old.backup_id]},  # parent not before self
+        {k: v for k, v in inc.items() if k != "parent_id"},
+        base | {"parent_id": "20240401T030000Z"},  # a full backup has no parent
+    ):
+        with pytest.raises(ManifestError) as info:
+            parse_physical(json.dumps(bad), "physical/x")
+        assert "\n" not in str(info.value)

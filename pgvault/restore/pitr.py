@@ -167,9 +167,9 @@ def restore_pitr(
         for t in backup.meta.get("tablespaces") or []
     ]
     mapped = plan_mapping(target_dir, sources_of(replay, in_backup), user_map)
-    # the fetched archives (and, for an incremental chain, each backup extracted)
-    staged = sum(int(f.get("size") or 0) for b in plan.chain for f in b.files)
-    staged += sum(int(b.meta.get("data_size") or 0) for b in plan.chain[:-1])
+    staged = sum(int(f.get("size") or 0) for b in plan.chain for f in b.files)  # archives
+    if len(plan.chain) > 1:  # each backup extracted for pg_combinebackup; a full-size target
+        staged += sum(int(b.meta.get("data_size") or 0) for b in (*plan.chain, plan.chain[0]))
     created = not target_dir.exists()
     pitr_files.prepare_target(
         target_dir, int(backup.meta.get("data_size") or 0) + plan.wal_bytes + staged

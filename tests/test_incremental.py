@@ -230,3 +230,54 @@ def test_manifest_chain_fields() -> None:
         with pytest.raises(ManifestError) as info:
             parse_physical(json.dumps(bad), "physical/x")
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_incremental_chain_with_a_tablespace(make_env: EnvFactory) -> None:
+    """A tablespace in the full and the incremental: pg_combinebackup -T puts it into the
+    restore's own directory; the source tablespace is never touched."""
+    from tests.pgcluster import chown_pg
+    from tests.test_tablespaces import tree_digest
+
+    bin17 = _bin17()
+    env = make_env("local")
+    pg = _cluster(env, bin17, {"summarize_wal": "on"})
+    location = env.base / "prod_ts"
+    location.mkdir()
+    chown_pg(location)
+    pg.sql(f"CREATE TABLESPACE ts LOCATION '{location}'")
+    pg.sql("CREATE TABLE cold (id int PRIMARY KEY, note text) TABLESPACE ts")
+    pg.sql("INSERT INTO cold SELECT g, 'v1 ' || g FROM generate_series(1, 20000) g")
+    _backup(env)
+    env.drain()
+    pg.sql("UPDATE cold SET note = 'v2' WHERE id BETWEEN 100 AND 300")
+    inc = _backup(env, "--incremental")
+    assert inc["incremental"] is True, inc
+    expected = [tuple(r) for r in pg.sql("SELECT id, note FROM cold ORDER BY id")]
+    pg.sql("UPDATE cold SET note = 'after the incremental'")
+    pg.wait_archived(pg.switch_wal())
+    env.drain()
+    pg.stop()
+    before = tree_digest(location)
+    target_dir = env.base / "restored"
+    result = env.cli_json(
+        "restore", "pitr", "--backup", inc["backup_id"], "--target-dir", str(target_dir),
+        "--start", "--target-action", "promote",
+    )  # fmt: skip
+    try:
+        assert result["chain"] == inc["chain"]
+        (ts,) = result["tablespaces"]
+        assert Path(ts["restored_to"]).is_relative_to(target_dir)
+        dsn = f"host={result['socket_dir']} port={result['port']} user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT id, note FROM cold ORDER BY id").fetchall()
+            assert [tuple(r) for r in rows] == expected
+            conn.execute("UPDATE cold SET note = 'written by the copy'")
+            conn.execute("CHECKPOINT")
+            (where,) = conn.execute(
+                "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'"
+            ).fetchone() or (None,)
+        assert where == ts["restored_to"]
+    finally:
+        as_postgres([str(bin17 / "pg_ctl"), "-D", str(target_dir), "-m", "immediate", "stop"])
+    assert tree_digest(location) == before

@@ -120,8 +120,9 @@ def _show_windows(cat: Any, json_out: bool) -> None:
         typer.echo(f"  {_short_time(s)} .. {_short_time(e)}")
     for w in ws:
         state = "usable" if w.usable else f"not usable (needs {w.needs or 'a commit after it'})"
+        kind = f" (incremental, chain of {len(w.chain)})" if len(w.chain) > 1 else ""
         typer.echo(
-            f"  base backup {w.backup_id}: {state}"
+            f"  base backup {w.backup_id}{kind}: {state}"
             + (f"; WAL chain breaks at {w.broken_at}" if w.broken_at else "")
         )
     typer.echo(

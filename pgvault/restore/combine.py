@@ -176,8 +176,7 @@ def _combine(
         raise RestoreError(f"backup {last.label}: incremental backups need PostgreSQL 17+")
     relocate = []
     for m in in_backup:
-        if m.source.oid in spaces:
-            m.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if m.source.oid in spaces:  # pg_combinebackup creates it (empty or absent)
             relocate += ["-T", f"{spaces[m.source.oid]}={m.directory}"]
     for_artifact(log, f"physical/{last.label}").info(
         "pg_combinebackup of %d backups into %s", len(inputs), target_dir

@@ -7,7 +7,8 @@ with bare pg_basebackup in the same run, and PITR to one target from full + WAL 
 1. `pgbench -i -s SCALE`; `pgvault backup physical --full` and bare `pg_basebackup -Ft
    -Xstream --compress=client-zstd` (time, stored size).
 2. a day-like change: UPDATE of PCT % of the accounts (a contiguous range) plus
-   TRANSACTIONS pgbench transactions (random accounts).
+   TRANSACTIONS pgbench TPC-B-like transactions on those same accounts (a few % of the
+   pages change; the WAL is what a busy day on a hot subset writes).
 3. `pgvault backup physical --incremental` and bare `pg_basebackup --incremental` against
    the bare full's backup_manifest (time, stored size, ratio to the full).
 4. a little more work (a tenth of the transactions), a target time; restore to it twice:
@@ -30,6 +31,19 @@ from common import pgvault_for_postgres as pgvault_bin
 from physical import du, timed_as_postgres
 
 from tests.pgcluster import as_postgres, pg_bin_for
+
+DAY_SCRIPT = """\\set aid random(1, NACCOUNTS)
+\\set bid random(1, 1)
+\\set tid random(1, 10)
+\\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta,
+  CURRENT_TIMESTAMP);
+END;
+"""
 
 
 def _balance(bin_dir: Path, socket_dir: str, port: int) -> int:
@@ -108,12 +122,19 @@ def main() -> None:
         n = int(accounts * args.pct / 100)
         lsn0 = pg.one("SELECT pg_current_wal_lsn()")
         pg.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= %s", (n,))
+        # the day's transactions hit the same PCT % of the accounts (TPC-B-like otherwise):
+        # a few % of the pages change, much WAL is written
+        script = base / "day.sql"
+        script.write_text(DAY_SCRIPT.replace("NACCOUNTS", str(n)))
+        script.chmod(0o644)
         half = str(args.transactions // 2)
-        timed_as_postgres([pgbench, "-n", "-c", "2", "-t", half, "postgres"], libpq)
+        timed_as_postgres(
+            [pgbench, "-n", "-c", "2", "-t", half, "-f", str(script), "postgres"], libpq
+        )
         day_wal = int(pg.one("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)))
         print(
             f"day-like change: UPDATE of {n} accounts ({args.pct:g} %) + {args.transactions} "
-            f"pgbench transactions: {day_wal / 2**20:.0f} MiB of WAL"
+            f"TPC-B-like transactions on them: {day_wal / 2**20:.0f} MiB of WAL"
         )
         pg.wait_archived(pg.switch_wal(), 600)
         env.drain()

@@ -64,12 +64,12 @@ def backup_physical(
 
     settings, catalog = _deps(ctx)
     decision = incr.decide(settings, catalog, incr.requested_mode(settings, full, incremental))
-    if decision.fallback:
-        typer.echo(
-            f"warning: taking a full backup, not an incremental: {decision.reason}", err=True
-        )
     with incr.private_workdir(settings) as workdir:
         extras = incr.prepare(settings, open_store(settings.storage), decision, Path(workdir))
+        if decision.fallback:  # one line; --json says it too (fallback_reason)
+            typer.echo(
+                f"warning: taking a full backup, not an incremental: {decision.reason}", err=True
+            )
         result = take_physical_backup(settings, catalog, open_broker(settings), extras)
     m = result.manifest
     if json_out:

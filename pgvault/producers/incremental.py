@@ -224,12 +224,18 @@ def _fetch_parent_manifest(
 def prepare(
     settings: Settings, store: ObjectStore, decision: Decision, workdir: Path
 ) -> BasebackupExtras:
-    """The extras of an incremental decision (parent manifest fetched into workdir)."""
+    """The extras of an incremental decision (parent manifest fetched into workdir); when
+    the parent's backup_manifest cannot be read, the decision becomes a fallback."""
     parent = decision.parent
     if not decision.incremental or parent is None:
         return BasebackupExtras()
     manifest = workdir / f"{parent.label}.backup_manifest"
-    _fetch_parent_manifest(settings, store, parent, manifest)
+    try:
+        _fetch_parent_manifest(settings, store, parent, manifest)
+    except PgvaultError as exc:  # e.g. encrypted in the store, no identity on this host
+        decision.incremental, decision.fallback = False, True
+        decision.reason = f"cannot read the parent's backup_manifest ({exc})"
+        return BasebackupExtras()
     ancestors = tuple(b.label for b in decision.chain)
 
     def fields(backup_id: str) -> dict[str, Any]:

@@ -164,6 +164,18 @@ def test_incremental_chain_end_to_end(make_env: EnvFactory) -> None:
     assert after["plan"] == before["plan"]
     _restore_and_check(env, t2, x2, "r2-from-store")
 
+    # the [physical] policy, without flags: "auto" takes an incremental against the newest
+    # verified backup, until the chain holds max_chain incrementals
+    env.data["physical"] = {"incremental": "auto", "max_chain": 3}
+    env.write_config()
+    inc3 = _backup(env)
+    assert inc3["incremental"] is True and inc3["parent_id"] == inc2["backup_id"], inc3
+    env.drain()
+    policy_full = _backup(env)
+    assert policy_full["incremental"] is False and "max_chain" in policy_full["full_reason"]
+    assert "fallback_reason" not in policy_full
+    env.drain()
+
     # summarize_wal off: a full backup, with a one-line warning and the reason in --json
     pg.sql("ALTER SYSTEM SET summarize_wal = off")
     pg.sql("SELECT pg_reload_conf()")
@@ -175,10 +187,10 @@ def test_incremental_chain_end_to_end(make_env: EnvFactory) -> None:
     warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "summarize_wal" in warning[0]
     env.drain()
-    # a new full: the old chain expires together, no incremental left without its full
+    # newer fulls: the old chain expires together, no incremental left without its full
     plan = env.cli_json("retention", "apply", "--dry-run", "--now", later, "--json")
     removed = {r["name"] for r in plan["artifacts"]["physical"]["remove"]}
-    assert removed == set(inc2["chain"]), plan
+    assert removed == set(inc3["chain"]) | {policy_full["backup_id"]}, plan
 
 
 def test_incremental_refused_before_17(make_env: EnvFactory) -> None:

@@ -143,8 +143,8 @@ def main() -> None:
         # start LSN: measured apart, so both incrementals below start from the same state
         flushed = pg.one("SELECT pg_current_wal_flush_lsn()")
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 600 and not pg.one(
-            "SELECT summarized_lsn >= %s::pg_lsn FROM pg_get_wal_summarizer_state()", (flushed,)
+        while time.perf_counter() - t0 < 300 and not pg.one(
+            "SELECT pending_lsn >= %s::pg_lsn FROM pg_get_wal_summarizer_state()", (flushed,)
         ):
             time.sleep(0.2)
         print(f"WAL summarizer caught up with the day's WAL {time.perf_counter() - t0:.1f} s later")

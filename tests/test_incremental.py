@@ -136,6 +136,14 @@ def test_incremental_chain_end_to_end(make_env: EnvFactory) -> None:
     assert chain == inc2["chain"]
     assert answer["plan"]["chain_bytes"] == sum(c["size"] for c in answer["plan"]["chain"])
 
+    text = env.cli("catalog", "restorable", "--at", t3).stdout
+    assert text.startswith("yes: incremental chain of 3 backups"), text
+    assert all(b in text for b in inc2["chain"])
+    assert (
+        f"base backup {inc2['backup_id']} (incremental, chain of 3): usable"
+        in env.cli("catalog", "restorable").stdout
+    )
+
     r1 = _restore_and_check(env, t1, x1, "r1")
     assert r1["backup_id"] == full["backup_id"] and r1["chain"] == [full["backup_id"]]
     r2 = _restore_and_check(env, t2, x2, "r2")

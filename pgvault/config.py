@@ -105,16 +105,22 @@ def _default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-class PhysicalSettings(_Section):
-    # zstd worker threads of `backup physical` (pgBackRest's process-max); --jobs overrides
-    max_workers: int = Field(default_factory=_default_workers, ge=1, le=64)
-
-
 class RetentionSettings(_Section):
     logical_days: int = Field(30, ge=1)
     physical_weeks: int = Field(4, ge=1)
     wal_days: int = Field(7, ge=1)
     local_keep_days: float = Field(2, ge=0)
+
+
+class PhysicalSettings(_Section):
+    """When `backup physical` runs without --full/--incremental (PostgreSQL 17+ takes
+    incrementals; the default keeps every run a full backup)."""
+
+    incremental: Literal["never", "auto"] = "never"
+    full_every_days: float = Field(7, gt=0)  # auto: a full when the newest is older
+    max_chain: int = Field(6, ge=1)  # auto: a full when the chain has this many incrementals
+    # zstd worker threads of `backup physical` (pgBackRest's process-max); --jobs overrides
+    max_workers: int = Field(default_factory=_default_workers, ge=1, le=64)
 
 
 class AlertSettings(_Section):

@@ -154,8 +154,32 @@ class Doctor:
             )
             return
         self._add("archive_mode", Status.OK, f"archive_mode = {facts.archive_mode}")
+        if self.server_major and self.server_major >= 17:
+            self._summaries()
         if self.switch_wal:
             self._archive_roundtrip()
+
+    def _summaries(self) -> None:
+        """PostgreSQL 17+: incremental backups need summarize_wal = on."""
+        from pgvault import pg
+
+        with pg.connect(self.settings.postgres) as conn:
+            value = str(pg.fetch_value(conn, "SHOW summarize_wal"))
+        if value == "on":
+            self._add("summarize_wal", Status.OK, "summarize_wal = on: incremental backups work")
+        elif self.settings.physical.incremental == "auto":
+            self._add(
+                "summarize_wal",
+                Status.WARNING,
+                'summarize_wal = off but [physical] incremental = "auto": every backup is full',
+                "set summarize_wal = on (deploy/postgresql/pgvault.conf) and reload PostgreSQL",
+            )
+        else:
+            self._add(
+                "summarize_wal",
+                Status.OK,
+                "summarize_wal = off: full backups only (set it on for --incremental)",
+            )
 
     def _archive_roundtrip(self) -> None:
         from pgvault import pg

@@ -265,8 +265,8 @@ def test_unknown_fields_of_the_same_version_are_kept() -> None:
         (b"[]", r"^logical/shop/1: manifest\.json is not a JSON object"),
         (b"{}", r"^logical/shop/1: unknown manifest version \(no manifest_version\)$"),
         (
-            json.dumps({"manifest_version": 3, "kind": "logical"}).encode(),
-            r"unknown manifest version 3 .*newer pgvault",
+            json.dumps({"manifest_version": 4, "kind": "logical"}).encode(),
+            r"unknown manifest version 4 .*newer pgvault",
         ),
         (
             json.dumps({"format": "pgvault-manifest/9", "kind": "physical"}).encode(),

@@ -8,6 +8,10 @@ follows timeline switches as PostgreSQL does: from B's timeline into the child t
 at its switch point (the child marked current, else the highest-numbered, as
 `recovery_target_timeline = latest` would).
 
+An incremental base backup (PostgreSQL 17+) counts only with its whole chain (full
+first) verified and live (catalog.chains); its plan carries the chain, which a restore
+combines with pg_combinebackup before replaying WAL from the incremental's start.
+
 Everything here is index lookups on `wal_runs`, `timelines` and `artifacts(timeline,
 segno)`: no scan of the WAL rows, so it answers in milliseconds at millions of segments.
 """
@@ -18,6 +22,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pgvault.catalog.chains import by_id, chain_rows
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import SELECT_ALL
 from pgvault.catalog.rows import BackupRow, backup_row
@@ -49,6 +54,7 @@ class Window:
     target_timeline: int
     broken_at: str | None = None  # first segment the chain is missing, if it stops early
     needs: str | None = None  # when the backup itself is unusable: the missing segment
+    chain: list[BackupRow] = field(default_factory=list)  # backups combined, full first
 
     @property
     def usable(self) -> bool:
@@ -65,6 +71,11 @@ class Plan:
     first_segment: str
     last_segment: str
     target_timeline: int
+
+    @property
+    def chain(self) -> list[BackupRow]:
+        """The base backups this restore combines, full first (the backup alone when full)."""
+        return self.window.chain or [self.backup]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +187,20 @@ def latest_target(last_commit: str | None) -> str | None:
     return iso(parse_iso(last_commit) - timedelta(microseconds=1))
 
 
-def window_for(conn: sqlite3.Connection, backup: BackupRow) -> Window:
+def window_for(
+    conn: sqlite3.Connection, backup: BackupRow, usable: dict[str, BackupRow] | None = None
+) -> Window:
+    """The restorable window of one base backup; `usable` (the verified live backups by
+    id) resolves an incremental's chain (without it an incremental is not usable)."""
+    window = _wal_window(conn, backup)
+    chain = chain_rows(backup, usable or {})
+    window.chain = chain.rows
+    if chain.missing and window.needs is None:
+        window.needs = chain.missing
+    return window
+
+
+def _wal_window(conn: sqlite3.Connection, backup: BackupRow) -> Window:
     seg_size = backup.wal_seg_size
     timeline = int(backup.timeline or backup.meta.get("timeline") or 1)
     name = backup.label
@@ -212,7 +236,9 @@ def window_for(conn: sqlite3.Connection, backup: BackupRow) -> Window:
 
 
 def windows(catalog: CatalogDB) -> list[Window]:
-    return [window_for(catalog.conn, b) for b in physical_backups(catalog)]
+    backups = physical_backups(catalog)
+    usable = by_id(backups)
+    return [window_for(catalog.conn, b, usable) for b in backups]
 
 
 def merged(ws: list[Window]) -> list[tuple[str, str]]:
@@ -290,9 +316,12 @@ IMMEDIATE = "immediate"  # target: the base backup's consistent point (recovery_
 def consistent_point(catalog: CatalogDB, backup_id: str) -> Plan | None:
     """Restoring a verified base backup to its consistent point needs only the backup:
     pg_wal.tar.zst holds the WAL from its start to its stop."""
-    for backup in physical_backups(catalog):
+    backups = physical_backups(catalog)
+    for backup in backups:
         if backup_id in (backup.backup_id, backup.name):
-            window = window_for(catalog.conn, backup)
+            window = window_for(catalog.conn, backup, by_id(backups))
+            if window.needs and window.chain == [backup] and backup.backup_type != "full":
+                return None  # an incremental without its chain restores nothing
             return Plan(
                 target=IMMEDIATE,
                 backup=backup,
@@ -312,10 +341,12 @@ def restorable_at(catalog: CatalogDB, when: datetime, backup_id: str | None = No
     conn = catalog.conn
     ws: list[Window] = []
     plan = None
-    for backup in physical_backups(catalog):
+    backups = physical_backups(catalog)
+    usable = by_id(backups)
+    for backup in backups:
         if backup_id is not None and backup_id not in (backup.backup_id, backup.name):
             continue
-        window = window_for(conn, backup)
+        window = window_for(conn, backup, usable)
         ws.append(window)
         if plan is None and window.usable and window.start <= target <= (window.end or ""):
             # window.end is already the latest target (just before the last commit)

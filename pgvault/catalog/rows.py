@@ -106,6 +106,23 @@ class BackupRow(ArtifactRow):
     def wal_seg_size(self) -> int:
         return int(self.meta.get("seg_size") or DEFAULT_SEG_SIZE)
 
+    @property
+    def backup_type(self) -> str:
+        """ "full" or "incremental" (PostgreSQL 17+; rows from before it are full)."""
+        return str(self.meta.get("backup_type") or "full")
+
+    @property
+    def parent_id(self) -> str | None:
+        """The backup an incremental was taken against (manifest.json `parent_id`)."""
+        parent = self.meta.get("parent_id")
+        return str(parent) if parent else None
+
+    @property
+    def chain_ids(self) -> list[str]:
+        """The backups a restore of this one combines, full first, this one last."""
+        chain = self.meta.get("chain") or []
+        return [str(c) for c in chain] if chain else [self.label]
+
 
 @dataclass(frozen=True, slots=True)
 class DumpRow(ArtifactRow):

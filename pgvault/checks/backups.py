@@ -98,6 +98,9 @@ def backup_size(ctx: CheckContext) -> list[CheckResult]:
     results = []
     for subject, kind, db in _targets(ctx):
         rows = _backups(ctx, kind, db, SIZE_HISTORY + 1)
+        if rows:  # an incremental (PostgreSQL 17+) is compared with incrementals only
+            kind_of = rows[0].meta.get("backup_type", "full")
+            rows = [rows[0], *(r for r in rows[1:] if r.meta.get("backup_type", "full") == kind_of)]
         sizes = [r.size for r in rows[1:] if r.size]
         if pct <= 0 or not rows or not sizes or rows[0].size is None:
             why = "check disabled (threshold 0)" if pct <= 0 else "not enough backups to compare"

@@ -37,6 +37,15 @@ def _deps(ctx: typer.Context, *, restoring: bool = False) -> tuple[Settings, Cat
 
 def backup_physical(
     ctx: typer.Context,
+    incremental: bool = typer.Option(
+        False,
+        "--incremental",
+        help="PostgreSQL 17+: pg_basebackup --incremental against the newest verified "
+        "backup (needs summarize_wal = on; falls back to a full backup with a warning).",
+    ),
+    full: bool = typer.Option(
+        False, "--full", help="A full backup whatever [physical] incremental says."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
     jobs: int | None = typer.Option(
         None,
@@ -52,22 +61,34 @@ def backup_physical(
     the WAL range present), written with manifest.json last, and renamed into
     spool_dir/physical/<backup_id>/; the producer announces it and the workers upload,
     verify and catalogue it. Needs a role with REPLICATION. On failure nothing is left
-    in the spool, the run is recorded and an alert raised.
+    in the spool, the run is recorded and an alert raised. Without --full/--incremental,
+    `[physical] incremental` decides (default "never": full backups).
     """
     from pgvault.broker import open_broker
+    from pgvault.producers import incremental as incr
     from pgvault.producers.physical import take_physical_backup
+    from pgvault.storage import open_store
 
     settings, catalog = _deps(ctx)
-    result = take_physical_backup(settings, catalog, open_broker(settings), jobs=jobs)
+    decision = incr.decide(settings, catalog, incr.requested_mode(settings, full, incremental))
+    with incr.private_workdir(settings) as workdir:
+        extras = incr.prepare(settings, open_store(settings.storage), decision, Path(workdir))
+        if decision.fallback:  # one line; --json says it too (fallback_reason)
+            typer.echo(
+                f"warning: taking a full backup, not an incremental: {decision.reason}", err=True
+            )
+        result = take_physical_backup(settings, catalog, open_broker(settings), extras, jobs=jobs)
     m = result.manifest
     if json_out:
         data = m.model_dump(mode="json", exclude={"verification"}, exclude_none=True)
         # LSNs as "X/Y" strings (docs/JSON.md); the manifest file keeps its integers
         data["start_lsn"], data["end_lsn"] = data.pop("start_lsn_text"), data.pop("end_lsn_text")
+        data |= decision.as_json() | {"backup_type": m.backup_type}
         emit_json(data | {"path": str(result.path), "cluster": settings.cluster, "ok": True})
         return
+    kind = f"incremental backup (parent {m.parent_id})" if m.parent_id else "base backup"
     typer.echo(
-        f"base backup {result.backup_id}: timeline {m.timeline}, {m.start_wal} .. "
+        f"{kind} {result.backup_id}: timeline {m.timeline}, {m.start_wal} .. "
         f"{m.stop_wal}, {human_bytes(m.size)} ({human_bytes(m.data_size)} of data), "
         f"{m.duration_s:.1f}s; {m.verification.base_files_sha256_checked} files "
         f"verified against backup_manifest -> {result.path}"

@@ -25,7 +25,23 @@ def _window_json(w: Any) -> dict[str, Any]:
         "segments": sum(p.count() for p in w.portions),
         "broken_at": w.broken_at,
         "needs": w.needs,
+        "backup_type": w.chain[-1].backup_type if w.chain else "full",
+        "chain": [b.label for b in w.chain],
     }
+
+
+def _chain_json(plan: Any) -> dict[str, Any]:
+    """The base backups a restore combines (full first) and their stored bytes."""
+    chain = [
+        {
+            "backup_id": b.label,
+            "backup_type": b.backup_type,
+            "finished_at": b.finished_at,
+            "size": int(b.stored_size or b.size or 0),
+        }
+        for b in plan.chain
+    ]
+    return {"chain": chain, "chain_bytes": sum(c["size"] for c in chain)}
 
 
 def _logical_json(rows: list[LogicalOption], target: str | None) -> list[dict[str, Any]]:
@@ -104,8 +120,9 @@ def _show_windows(cat: Any, json_out: bool) -> None:
         typer.echo(f"  {_short_time(s)} .. {_short_time(e)}")
     for w in ws:
         state = "usable" if w.usable else f"not usable (needs {w.needs or 'a commit after it'})"
+        kind = f" (incremental, chain of {len(w.chain)})" if len(w.chain) > 1 else ""
         typer.echo(
-            f"  base backup {w.backup_id}: {state}"
+            f"  base backup {w.backup_id}{kind}: {state}"
             + (f"; WAL chain breaks at {w.broken_at}" if w.broken_at else "")
         )
     typer.echo(
@@ -147,7 +164,8 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
                     "command": command,
                     "tablespaces": tablespaces["created"],
                     "segments_to_scan_for_tablespaces": tablespaces["unscanned"],
-                },
+                }
+                | _chain_json(plan),
                 "nearest": {"before": answer.before, "after": answer.after},
                 "table_restore": _table_restore(plan, answer.target),
                 "logical": logical,
@@ -155,12 +173,26 @@ def _show_answer(cat: Any, when: Any, json_out: bool) -> bool:
         )
         return plan is not None
     if plan:
-        typer.echo(
-            f"yes: base backup {plan.window.backup_id} (taken "
-            f"{_short_time(plan.window.start)}) + WAL segments {plan.first_segment} .. "
-            f"{plan.last_segment} ({plan.segments} segments, "
-            f"{human_bytes(plan.wal_bytes)})"
+        chain = _chain_json(plan)
+        wal = (
+            f"WAL segments {plan.first_segment} .. {plan.last_segment} ({plan.segments} "
+            f"segments, {human_bytes(plan.wal_bytes)})"
         )
+        if len(chain["chain"]) > 1:
+            typer.echo(
+                f"yes: incremental chain of {len(chain['chain'])} backups "
+                f"({human_bytes(chain['chain_bytes'])}, combined by pg_combinebackup) + {wal}"
+            )
+            for c in chain["chain"]:
+                typer.echo(
+                    f"  {c['backup_type']:11s} {c['backup_id']} (taken "
+                    f"{_short_time(c['finished_at'] or '')}, {human_bytes(c['size'])})"
+                )
+        else:
+            typer.echo(
+                f"yes: base backup {plan.window.backup_id} (taken "
+                f"{_short_time(plan.window.start)}) + {wal}"
+            )
         for ts in tablespaces["created"]:
             typer.echo(
                 f"  replay creates tablespace {ts['oid']} (source {ts['location']}): restored "

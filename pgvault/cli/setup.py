@@ -139,7 +139,6 @@ def init(
         print(json.dumps(topology_for(settings).definitions() | {"policies": []}, indent=2))
         return
     failed = False
-    user = settings.service.user
     _as_service_user(settings)
 
     def step(label: str, fn: Callable[[], str]) -> None:
@@ -156,7 +155,7 @@ def init(
             settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise PgvaultError(f"{exc.filename}: {exc.strerror or exc}") from None
-        return f"{settings.spool_dir}: ok (owner {user}, mode 0750)"
+        return f"{settings.spool_dir}: ok (owner {settings.service.user}, mode 0750)"
 
     def make_catalog() -> str:
         settings.catalog_path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,8 +190,36 @@ def init(
     step("msg key", lambda: _make_key(settings))
     step("broker", make_topology)
     step("store", check_store)
+    _incremental_note(settings)
     if failed:
         raise typer.Exit(1)
+
+
+def _incremental_note(settings: Settings) -> None:
+    """PostgreSQL 17+: whether incremental backups can work (summarize_wal); nothing when
+    the server is older or not reachable (doctor says why)."""
+    note = _summarize_wal_note(settings)
+    if note:
+        typer.echo(f"{'postgres':10s} {note}")
+
+
+def _summarize_wal_note(settings: Settings) -> str | None:
+    from pgvault import pg
+
+    try:
+        with pg.connect(settings.postgres) as conn:
+            major = pg.server_version_num(conn) // 10000
+            value = str(pg.fetch_value(conn, "SHOW summarize_wal")) if major >= 17 else ""
+    except PgvaultError:
+        return None
+    if major < 17:
+        return None
+    if value == "on":
+        return f"PostgreSQL {major}, summarize_wal = on: `backup physical --incremental` works"
+    return (
+        f"PostgreSQL {major}: set summarize_wal = on for incremental base backups "
+        '(`backup physical --incremental`, [physical] incremental = "auto")'
+    )
 
 
 def doctor(

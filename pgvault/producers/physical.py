@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,15 @@ from pgvault.timeutil import iso
 from pgvault.walfile import format_lsn, segment_name
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BasebackupExtras:
+    """What an incremental backup adds (pgvault.producers.incremental): pg_basebackup
+    arguments (`--incremental=FILE`) and manifest.json fields, given the new backup id."""
+
+    args: tuple[str, ...] = ()
+    fields: Callable[[str], dict[str, Any]] = lambda _backup_id: {}
 
 
 @dataclass
@@ -142,6 +152,7 @@ def take_physical_backup(
     settings: Settings,
     catalog: CatalogDB | None,
     broker: Broker | None,
+    extras: BasebackupExtras | None = None,
     *,
     jobs: int | None = None,
 ) -> PhysicalResult:
@@ -152,13 +163,17 @@ def take_physical_backup(
     threads = jobs or settings.physical.max_workers
     try:
         with spool.exclusive(root / ".lock", root, "physical backup"):
-            return _take(settings, catalog, broker, threads)
+            return _take(settings, catalog, broker, threads, extras or BasebackupExtras())
     except SpoolError as exc:
         raise BackupError(str(exc)) from None
 
 
 def _take(
-    settings: Settings, catalog: CatalogDB | None, broker: Broker | None, threads: int
+    settings: Settings,
+    catalog: CatalogDB | None,
+    broker: Broker | None,
+    threads: int,
+    extras: BasebackupExtras,
 ) -> PhysicalResult:
     t0 = time.monotonic()
     root = settings.spool_dir / "physical"
@@ -179,7 +194,7 @@ def _take(
         major = facts["pg_major"]
         produce = produce_classic if facts["tablespaces"] else produce_onepass
         alog.info("pg_basebackup started (%s, %d zstd threads)", produce.__name__, threads)
-        made = produce(settings, tmp, backup_id, facts, threads=threads)
+        made = produce(settings, tmp, backup_id, facts, threads=threads, extra_args=extras.args)
         verified_by_pg = _verifybackup(settings, tmp, major)
         manifest_pg = made.manifest_pg
         timeline, start_lsn, end_lsn = wal_range(manifest_pg)
@@ -217,6 +232,7 @@ def _take(
             tablespaces=tuple(TablespaceInfo(**t) for t in spaces),
             databases=tuple(DatabaseEntry(**d) for d in facts["databases"]),
             files=files,
+            **extras.fields(backup_id),
         )
         spool.fsync_tree(tmp)
         spool.write_atomic(tmp / MANIFEST_NAME, manifest.to_json())

@@ -30,6 +30,7 @@ from pgvault.config import Settings
 from pgvault.errors import NotRestorable
 from pgvault.log import for_artifact
 from pgvault.restore import pitr_files
+from pgvault.restore.combine import materialize_chain
 from pgvault.restore.recovery_conf import ensure_server_files, write_recovery
 from pgvault.restore.safetar import chown_tree
 from pgvault.restore.server import RestoredServer, make_socket_dir, remove_socket_dir
@@ -61,6 +62,7 @@ class PitrResult:
     # issue 16 §6: relations PostgreSQL itself brings back empty (relpersistence = 'u')
     unlogged: list[UnloggedRelation] = field(default_factory=list)
     unlogged_error: str | None = None  # the restored server could not be asked
+    chain: list[str] = field(default_factory=list)  # backups combined, full first
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,7 +169,9 @@ def restore_pitr(
         for t in backup.meta.get("tablespaces") or []
     ]
     mapped = plan_mapping(target_dir, sources_of(replay, in_backup), user_map)
-    staged = sum(int(f.get("size") or 0) for f in backup.files)  # the fetched archives
+    staged = sum(int(f.get("size") or 0) for b in plan.chain for f in b.files)  # archives
+    if len(plan.chain) > 1:  # each backup extracted for pg_combinebackup; a full-size target
+        staged += sum(int(b.meta.get("data_size") or 0) for b in (*plan.chain, plan.chain[0]))
     created = not target_dir.exists()
     pitr_files.prepare_target(
         target_dir, int(backup.meta.get("data_size") or 0) + plan.wal_bytes + staged
@@ -180,7 +184,7 @@ def restore_pitr(
     with lease(
         catalog,
         f"restore pitr to {plan.target}",
-        artifacts=[("physical", job.backup_id)],
+        artifacts=[("physical", b.label) for b in plan.chain],
         wal=[(p.timeline, p.first, p.last) for p in plan.window.portions],
         hours=max(1.0, timeout / 3600 + 1),
     ):
@@ -241,6 +245,7 @@ def _restore(job: _Job) -> PitrResult:
         tablespaces=[m.as_dict() for m in job.mapped],
         unlogged=unlogged,
         unlogged_error=unlogged_error,
+        chain=[b.label for b in job.plan.chain],
     )
 
 
@@ -249,17 +254,23 @@ def _lay_out_files(job: _Job) -> dict[str, str]:
     target_dir = job.target_dir
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
     try:
-        fetched = pitr_files.materialize(
-            job.settings,
-            job.store,
-            job.plan.backup,
-            staging,
-            target_dir,
-            identities=job.identities,
-            from_store=job.from_store,
-            mapped=job.mapped,
-            extractor=job.extractor,
-        )
+        if len(job.plan.chain) > 1:  # an incremental (PostgreSQL 17+): combine its chain
+            fetched = materialize_chain(
+                job.settings, job.store, job.plan.chain, staging, target_dir,
+                identities=job.identities, from_store=job.from_store, mapped=job.mapped,
+            )  # fmt: skip
+        else:
+            fetched = pitr_files.materialize(
+                job.settings,
+                job.store,
+                job.plan.backup,
+                staging,
+                target_dir,
+                identities=job.identities,
+                from_store=job.from_store,
+                mapped=job.mapped,
+                extractor=job.extractor,
+            )
         ensure_server_files(target_dir, job.settings.postgres.bin_dir, job.settings.postgres.user)
         pitr_files.guard_tablespaces(job.settings, target_dir, job.replay, job.mapped, job.user_map)
     except BaseException:

@@ -5,7 +5,9 @@ Rules ([retention], defaults from the seed):
   database, whatever its age;
 - physical: keep `physical_weeks`, always the newest verified base backup, and the
   anchor of the point-in-time window: the newest verified backup taken at or before
-  now - `wal_days` (without it, the oldest WAL kept would be useless);
+  now - `wal_days` (without it, the oldest WAL kept would be useless); an incremental
+  (PostgreSQL 17+) kept for any reason keeps every backup of its chain, so a full goes
+  only together with all its incrementals (catalog.chains);
 - WAL: every segment from the anchor's start segment onward (all timelines), plus, for
   every other retained backup, its own start..stop segments (restorable to its
   consistent point); history files while any retained segment or backup is on or after
@@ -146,6 +148,7 @@ def _physical(
     anchor = next((r for r in verified if (r.finished_at or "") <= wal_cut), None)
     out: list[Decision] = []
     kept: list[BackupRow] = []
+    needed = _chain_needs(rows)
     for row in rows:
         keep = []
         if verified and row is verified[0]:
@@ -154,14 +157,37 @@ def _physical(
             keep.append(f"within {cfg.physical_weeks} weeks")
         if anchor is not None and row is anchor:
             keep.append(f"start of the {cfg.wal_days}-day point-in-time window")
-        decision = _decide(row, keep, leases, f"older than {cfg.physical_weeks} weeks")
-        out.append(decision)
+        out.append(_decide(row, keep, leases, f"older than {cfg.physical_weeks} weeks"))
+    _keep_chains(out, needed)
+    for row, decision in zip(rows, out, strict=True):
         if not decision.remove and row.state == "verified":
             kept.append(row)
     if anchor is None and kept:
         anchor = kept[-1]  # all backups are newer than the window: it starts at the oldest
     plan.anchor = anchor.name if anchor else None
     return out, kept, anchor
+
+
+def _chain_needs(rows: list[BackupRow]) -> dict[str, list[str]]:
+    """Per backup name, the backups of its chain before it (incrementals only)."""
+    return {r.name: [c for c in r.chain_ids[:-1] if c != r.name] for r in rows}
+
+
+def _keep_chains(decisions: list[Decision], needed: dict[str, list[str]]) -> None:
+    """A kept incremental keeps its whole chain: a full and its incrementals go together."""
+    by_name = {d.name: d for d in decisions}
+    for d in decisions:
+        if d.remove:
+            continue
+        for ancestor in needed.get(d.name, []):
+            parent = by_name.get(ancestor)
+            if parent is None:
+                continue
+            why = f"needed by kept incremental {d.name}"
+            if parent.remove:
+                parent.remove, parent.reasons = False, [why]
+            elif why not in parent.reasons:
+                parent.reasons.append(why)
 
 
 def _wal_ranges(

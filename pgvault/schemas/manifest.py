@@ -18,7 +18,9 @@ Evolution: a new optional field that an older reader may safely ignore (a
 know (extra="allow"), so they survive into the catalog's `meta`. A field a reader must
 understand to restore correctly (tablespaces, an incremental's `parent`) bumps
 MANIFEST_VERSION, so that an older pgvault refuses the manifest instead of restoring
-half of the backup.
+half of the backup. Incremental base backups (PostgreSQL 17+) are therefore written as
+version 3 (`backup_type`, `parent_id`, `chain`); full ones stay version 2, so older
+pgvaults keep reading them and refuse only what they could not restore.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from pgvault import dbname
 from pgvault.errors import ManifestError
 
 MANIFEST_VERSION: Final = 2
+INCREMENTAL_MANIFEST_VERSION: Final = 3  # a reader must combine the chain to restore it
+READABLE_VERSIONS: Final = (MANIFEST_VERSION, INCREMENTAL_MANIFEST_VERSION)
 MANIFEST_NAME: Final = "manifest.json"
 V1_PHYSICAL_FORMAT: Final = "pgvault-manifest/1"
 BULKY_KEYS: Final = ("files", "tables")  # kept in manifest.json, not in events or meta
@@ -91,7 +95,7 @@ class TablesFile(_Part):
 
 
 class _Manifest(_Part):
-    manifest_version: Literal[2] = MANIFEST_VERSION
+    manifest_version: Literal[2, 3] = MANIFEST_VERSION
     backup_id: str = Field(min_length=1)
     started_at: str
     finished_at: str
@@ -140,6 +144,8 @@ class LogicalManifest(_Manifest):
 
     @model_validator(mode="after")
     def _tables_somewhere(self) -> LogicalManifest:
+        if self.manifest_version != MANIFEST_VERSION:
+            raise ValueError(f"a logical manifest is version {MANIFEST_VERSION}")
         # both once a reader has loaded the tables file (`with_tables`)
         if self.tables is None and self.tables_file is None:
             raise ValueError("tables or tables_file is required")
@@ -211,11 +217,44 @@ class PhysicalManifest(_Manifest):
     # pg_database at the backup's start (oid, name); None in manifests from before it was
     # recorded: a partial restore (restore table/database) then extracts everything
     databases: tuple[DatabaseEntry, ...] | None = None
+    # PostgreSQL 17+ incrementals: pg_basebackup --incremental against parent_id's
+    # backup_manifest; chain = the backup ids a restore combines, full first, this last
+    backup_type: Literal["full", "incremental"] = "full"
+    parent_id: str | None = None
+    chain: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _chain_consistent(self) -> PhysicalManifest:
+        if self.backup_type == "full":
+            if self.parent_id is not None or self.chain not in ((), (self.backup_id,)):
+                raise ValueError("a full backup has no parent_id and no chain before itself")
+            if self.manifest_version != MANIFEST_VERSION:
+                raise ValueError(f"a full backup's manifest is version {MANIFEST_VERSION}")
+            return self
+        if self.manifest_version != INCREMENTAL_MANIFEST_VERSION:
+            raise ValueError(
+                f"an incremental backup's manifest is version {INCREMENTAL_MANIFEST_VERSION}"
+            )
+        chain = self.chain
+        if (
+            self.parent_id is None
+            or len(chain) < 2
+            or chain[-2:] != (self.parent_id, self.backup_id)
+        ):
+            raise ValueError("an incremental backup needs parent_id and chain [..., parent, self]")
+        if len(set(chain)) != len(chain):
+            raise ValueError("chain repeats a backup id")
+        return self
 
     @property
     def artifact_name(self) -> str:
         """The artifact it commits: `<backup_id>`."""
         return self.backup_id
+
+    @property
+    def chain_ids(self) -> tuple[str, ...]:
+        """The backups a restore of this one needs, full first (itself alone when full)."""
+        return self.chain or (self.backup_id,)
 
 
 Manifest = Annotated[LogicalManifest | PhysicalManifest, Field(discriminator="kind")]
@@ -242,10 +281,10 @@ def _version_problem(data: dict[str, Any]) -> str | None:
         fmt = data.get("format")
         what = f"format {fmt!r}" if fmt not in (None, "custom") else "no manifest_version"
         return f"unknown manifest version ({what})"
-    if version != MANIFEST_VERSION:
-        newer = isinstance(version, int) and version > MANIFEST_VERSION
+    if version not in READABLE_VERSIONS:
+        newer = isinstance(version, int) and version > INCREMENTAL_MANIFEST_VERSION
         hint = "; it was written by a newer pgvault, upgrade this one" if newer else ""
-        return f"unknown manifest version {version!r} (this pgvault reads 1 and 2){hint}"
+        return f"unknown manifest version {version!r} (this pgvault reads 1 to 3){hint}"
     return None
 
 
@@ -313,6 +352,7 @@ def parse_physical(raw: bytes | str | dict[str, Any], where: str) -> PhysicalMan
 
 __all__ = [
     "BULKY_KEYS",
+    "INCREMENTAL_MANIFEST_VERSION",
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "BaseBackupCheck",

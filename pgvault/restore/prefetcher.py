@@ -10,8 +10,11 @@ segments after the one replay asked for last (`.want`) in the queue, verified:
   the store (storage.verified: stored and content sha256 from the catalog row or the
   object's metadata), refused when the catalog says corrupt or missing, and is published
   by walqueue.publish only after that proof (`.NAME.part`, then the marker, then NAME);
-- segments replay has passed are removed; a segment found nowhere (the end of WAL, for
-  now) is asked for again after a pause, never past it;
+- segments replay has passed are removed (the one it read last stays: PostgreSQL reads
+  it again at the end of recovery); a segment found nowhere (the end of WAL, for now) is
+  marked absent (walqueue.mark_absent, restore_command answers 1 from it for a moment),
+  asked for again every RETRY_MISSING seconds, never past it; there, this timeline's and
+  the next one's history files are looked up too (PostgreSQL asks for them next);
 - it exits when recovery ends (recovery.signal / standby.signal / postmaster.pid gone,
   when they were there), when replay has asked for nothing for `IDLE_EXIT` seconds, or
   when its lock is taken from it; on the way out it removes every segment it queued.
@@ -58,12 +61,13 @@ class _Source:
     def fetch(self, qdir: str, name: str) -> bool:
         """Verified NAME into the queue; False when it exists nowhere. Raises on damage."""
         part = walqueue.part_path(qdir, name)
+        spool_bad = False
         if self.use_spool and (sha := spool_sha256(str(self.settings.spool_dir), name)):
             src = os.path.join(str(self.settings.spool_dir), "wal", name)
             try:
                 fsutil.copy_verified(src, part, sha)
             except (IntegrityError, OSError):
-                pass  # not trusted: the store copy, as restore_command would
+                spool_bad = True  # not trusted: the store copy, as restore_command would
             else:
                 walqueue.publish(qdir, name, part, sha)
                 return True
@@ -74,6 +78,8 @@ class _Source:
 
         store, identities = self._opened()
         sha256 = fetch_into(self.settings, store, identities, name, part, row=row)
+        if sha256 is None and spool_bad:  # restore_command answers 254 here, not 1
+            raise IntegrityError(f"{name}: the spool copy is damaged and the store has none")
         if sha256 is None:
             return False
         walqueue.publish(qdir, name, part, sha256)
@@ -116,7 +122,9 @@ class Prefetcher:
         wal = parse_name(want)
         for name in list(self.queued):
             other = parse_name(name)
-            passed = other.timeline != wal.timeline or other.segno(seg_size) <= wal.segno(seg_size)
+            if other.type != "segment":
+                continue  # history files stay until the end
+            passed = other.timeline != wal.timeline or other.segno(seg_size) < wal.segno(seg_size)
             if passed and name not in self.inflight:
                 walqueue.drop(self.qdir, name)
                 self.queued.discard(name)
@@ -127,27 +135,56 @@ class Prefetcher:
                 continue
             del self.inflight[name]
             try:
-                if fut.result():
-                    self.queued.add(name)
-                else:
-                    self.missing[name] = time.monotonic()
+                found = fut.result()
             except Exception:  # not served: restore_command's own fetch reports it
                 self.missing[name] = time.monotonic()
+                walqueue.clear_absent(self.qdir, name)
                 with contextlib.suppress(OSError):
                     os.unlink(walqueue.part_path(self.qdir, name))
+                continue
+            if found:
+                self.queued.add(name)
+                walqueue.clear_absent(self.qdir, name)
+            else:
+                self.missing[name] = time.monotonic()
+                walqueue.mark_absent(self.qdir, name)
+
+    def _wanted(self, name: str, now: float) -> bool | None:
+        """True: fetch it now. False: nothing to do. None: found nowhere a moment ago."""
+        if name in self.inflight:
+            return False
+        if name in self.queued:
+            if os.path.exists(os.path.join(self.qdir, name)):
+                return False
+            self.queued.discard(name)  # taken as changed (walqueue.take dropped it)
+        elif os.path.exists(os.path.join(self.qdir, name)):
+            self.queued.add(name)  # published by the guard's fetch_next
+            return False
+        if now - self.missing.get(name, -RETRY_MISSING) < RETRY_MISSING:
+            return None
+        return True
 
     def step(self, want: str, seg_size: int) -> None:
         self._collect()
         self._forget_passed(want, seg_size)
         now = time.monotonic()
+        todo = []
+        at_end = False
         for name in self.window(want, seg_size):
-            if name in self.inflight or name in self.queued:
-                continue
-            if os.path.exists(os.path.join(self.qdir, name)):
-                self.queued.add(name)  # published by the guard's fetch_next
-                continue
-            if now - self.missing.get(name, -RETRY_MISSING) < RETRY_MISSING:
-                break  # the end of WAL for now: nothing past it
+            wanted = self._wanted(name, now)
+            if wanted is None:
+                at_end = True  # the end of WAL for now: nothing past it
+                break
+            if wanted:
+                todo.append(name)
+        if at_end:
+            # what PostgreSQL asks for at the end of WAL: this timeline's history and
+            # the next one's (the new timeline's number)
+            tli = parse_name(want).timeline
+            todo += [
+                f"{t:08X}.history" for t in (tli, tli + 1) if self._wanted(f"{t:08X}.history", now)
+            ]
+        for name in todo:
             if len(self.inflight) >= 2:
                 break
             self.missing.pop(name, None)
@@ -171,6 +208,7 @@ class Prefetcher:
         self._collect()
         for name in self.queued | set(self.missing):
             walqueue.drop(self.qdir, name)
+            walqueue.clear_absent(self.qdir, name)
         for entry in os.scandir(self.qdir):
             if entry.name.endswith(walqueue.PART) and not entry.name.startswith(walqueue.WANT):
                 with contextlib.suppress(OSError):

@@ -8,11 +8,13 @@
 this module imports only the stdlib-only queue and tablespace-guard modules: the
 interpreter starts in a few milliseconds, not the ~50-100 ms of the full application.
 
-A served call: take NAME from pg_wal/.pgvault-prefetch (walqueue.take: the rename, then
-the marker written after verification must still match the file), tell the prefetcher
-where replay is, make sure it runs, and apply the tablespace guard (invariant 11) exactly
-as `pgvault wal-restore` does. Anything else (not prefetched, a history file, a marker
-that does not match, a guard that needs a segment not yet prefetched) replaces this
+A served call: take NAME from pg_wal/.pgvault-prefetch (walqueue.take: the marker written
+after verification must still match the file), or, while the prefetcher is not up yet,
+the verified spool copy; tell the prefetcher where replay is, make sure it runs, and
+apply the tablespace guard (invariant 11) exactly as `pgvault wal-restore` does. A name
+the running prefetcher found nowhere in the last ABSENT_FRESH seconds is answered 1 (the
+end of WAL, a timeline history that does not exist). Anything else (in the store only, a
+marker that does not match, a guard that needs a segment not yet prefetched) replaces this
 process with `pgvault wal-restore` (os.execv), which fetches from the spool or the store,
 verified, and keeps the exit codes PostgreSQL relies on (0 / 1 / 254).
 """
@@ -37,6 +39,7 @@ if __name__ == "__main__" and __package__ in (None, ""):  # run as a script unde
 from pgvault.restore import walqueue  # noqa: E402 - after the sys.path set-up above
 
 EXIT_OK = 0
+EXIT_NOT_FOUND = 1
 EXIT_ABORT = 254
 _HEX = frozenset("0123456789ABCDEF")
 
@@ -103,13 +106,29 @@ def _abort(msg: str) -> int:
     return EXIT_ABORT
 
 
+def _from_spool(name: str, dest: str, config: str | None) -> bool:
+    """The verified spool copy, in this process (the prefetcher is not up yet)."""
+    from pgvault.lightconf import load_light
+    from pgvault.restore.wal_restore import from_spool
+
+    return from_spool(load_light(config).spool_dir, name, dest) is True
+
+
 def serve(name: str, dest: str, config: str | None, use_spool: bool) -> int | None:
-    """The exit code when NAME was handled from the queue; None: the full path must."""
-    if len(name) != 24 or not _HEX.issuperset(name):
-        return None  # history, .partial, .backup: rare, the full path
+    """The exit code when NAME was handled here; None: the full path must handle it."""
+    segment = len(name) == 24 and _HEX.issuperset(name)
+    history = len(name) == 16 and name.endswith(".history") and _HEX.issuperset(name[:8])
+    if not (segment or history):
+        return None  # .partial, .backup: rare, the full path
     qdir = walqueue.queue_dir(dest)
     if not walqueue.take(qdir, name, dest):
-        return None
+        if walqueue.absent(qdir, name):
+            return EXIT_NOT_FOUND  # the running prefetcher found it nowhere, just now
+        if not (segment and use_spool and _from_spool(name, dest, config)):
+            return None
+        os.makedirs(qdir, exist_ok=True)
+    if not segment:
+        return EXIT_OK  # a history file: the guard has nothing to do (tblspc_guard.apply)
     walqueue.set_want(qdir, name, os.stat(dest).st_size)
     walqueue.ensure_prefetcher(qdir, config, use_spool=use_spool)
     try:
@@ -123,7 +142,7 @@ def main(argv: list[str]) -> int:
     if len(rest) == 2:
         try:
             code = serve(rest[0], rest[1], config, use_spool)
-        except OSError as exc:
+        except Exception as exc:  # bad config, unreadable spool: abort, never "not found"
             return _abort(f"{rest[0]}: {exc}")
         if code is not None:
             return code

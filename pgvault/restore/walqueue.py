@@ -8,28 +8,34 @@ same filesystem):
         .want                      "NAME SEG_SIZE": the last segment restore_command served
         .NAME.part                 being written (never served)
         NAME.ok                    "ino size mtime_ns sha256", written after verification
-        NAME                       the verified segment
+        NAME                       the verified segment (or history file)
+        NAME.absent                found nowhere, by the prefetcher, at the file's mtime
         NAME.tblspc-patch          the tablespace guard's pending patch (tblspc_guard)
 
 The prefetcher (pgvault.restore.prefetcher) writes NAME only after the bytes were proven
 (sha256 of the spool copy, or of the store object and its decoded content), writes the
-marker from the file's own stat, then renames `.NAME.part` to NAME. `take()` renames NAME
-to restore_command's %p first and compares the renamed file's stat with the marker
-after: a file changed after verification (different inode, size or mtime), a file
-without marker, or one a racing call took first is never served; the caller falls back
-to the verified fetch.
+marker from the file's own stat, then renames `.NAME.part` to NAME. `take()` links NAME
+next to restore_command's %p and compares the link's stat with the marker before
+renaming it to %p: a file changed after verification (different inode, size or mtime)
+or a file without marker is never served; the caller falls back to the verified fetch.
+Racing calls for the same NAME each get their own link of the same verified file.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 PREFETCH_DIR = ".pgvault-prefetch"
 LOCK = ".lock"
 WANT = ".want"
 MARKER = ".ok"
 PART = ".part"
+ABSENT = ".absent"
+# how long the prefetcher's "found nowhere" answers restore_command (it re-checks every
+# second while replay waits at the end of WAL)
+ABSENT_FRESH = 2.0
 
 
 def queue_dir(dest: str) -> str:
@@ -76,20 +82,52 @@ def valid(qdir: str, name: str) -> str | None:
 
 
 def take(qdir: str, name: str, dest: str) -> bool:
-    """Move NAME from the queue to dest; True only when the moved file is the verified one."""
+    """Put NAME from the queue at dest; True only when it is the verified file.
+
+    A hard link, not a move: the queue keeps the segment replay read last, which
+    PostgreSQL asks for again at the end of recovery (the prefetcher drops it once replay
+    has moved on). The link is checked against the marker before it is renamed to dest;
+    a file that changed after verification is removed from the queue and never served."""
+    src = os.path.join(qdir, name)
+    tmp = f"{dest}.pgvault-take.{os.getpid()}"
     try:
-        os.replace(os.path.join(qdir, name), dest)
+        os.link(src, tmp)
+    except FileExistsError:
+        _unlink(tmp)
+        return False
     except OSError:
-        return False  # not prefetched, or a racing call took it
-    expected = _marker_of(qdir, name)
-    _unlink(os.path.join(qdir, name + MARKER))
+        return False  # not prefetched (or already dropped)
     try:
-        ok = expected is not None and expected == _stamp(os.stat(dest))
-    except OSError:
-        ok = False
+        ok = _marker_of(qdir, name) == _stamp(os.stat(tmp))
+        if ok:
+            os.replace(tmp, dest)
+    finally:
+        _unlink(tmp)
     if not ok:
-        _unlink(dest)  # changed after verification: never served
+        drop(qdir, name)  # the prefetcher fetches it again
     return ok
+
+
+def mark_absent(qdir: str, name: str) -> None:
+    """The prefetcher found NAME nowhere (spool, catalog, store) just now."""
+    path = os.path.join(qdir, name + ABSENT)
+    tmp = path + PART
+    with open(tmp, "w"):
+        pass
+    os.replace(tmp, path)
+
+
+def absent(qdir: str, name: str) -> bool:
+    """NAME was found nowhere by the running prefetcher less than ABSENT_FRESH s ago."""
+    try:
+        age = time.time() - os.stat(os.path.join(qdir, name + ABSENT)).st_mtime
+    except OSError:
+        return False
+    return -1.0 < age < ABSENT_FRESH and running(qdir)
+
+
+def clear_absent(qdir: str, name: str) -> None:
+    _unlink(os.path.join(qdir, name + ABSENT))
 
 
 def _unlink(path: str) -> None:

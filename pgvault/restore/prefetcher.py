@@ -32,7 +32,8 @@ from pgvault import fsutil
 from pgvault.config import Settings, load_settings
 from pgvault.errors import IntegrityError, PgvaultError
 from pgvault.restore import walqueue
-from pgvault.restore.wal_restore import catalog_row, spool_sha256
+from pgvault.restore.wal_restore import catalog_row
+from pgvault.restore.walspool import spool_sha256
 from pgvault.walfile import parse_name, segment_name
 
 IDLE_EXIT = 60.0

@@ -26,9 +26,9 @@ import sqlite3
 import sys
 from typing import Any
 
-from pgvault import fsutil
-from pgvault.errors import IntegrityError, PgvaultError
+from pgvault.errors import PgvaultError
 from pgvault.restore import walqueue
+from pgvault.restore.walspool import from_spool
 from pgvault.walfile import parse_name
 
 EXIT_OK = 0
@@ -38,29 +38,6 @@ EXIT_ABORT = 254
 
 def _err(msg: str) -> None:
     print(f"pgvault wal-restore: {msg}", file=sys.stderr)
-
-
-def spool_sha256(spool_dir: str, name: str) -> str | None:
-    """The sha256 the spool recorded for NAME (None: not in the spool)."""
-    try:
-        with open(os.path.join(spool_dir, "wal", name + ".sha256")) as fh:
-            return fh.read().split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def from_spool(spool_dir: str, name: str, dest: str) -> bool | None:
-    """True: served from the spool. False: not there. None: there, but its bytes do not
-    match its sha256 (the caller must not end recovery if the store has no copy either)."""
-    src = os.path.join(spool_dir, "wal", name)
-    sha = spool_sha256(spool_dir, name)
-    if sha is None:
-        return False
-    try:
-        fsutil.copy_verified(src, dest, sha)
-    except (IntegrityError, OSError):
-        return None
-    return True
 
 
 def catalog_row(catalog_path: str, kind: str, name: str) -> dict[str, str] | None:

@@ -109,7 +109,7 @@ def _abort(msg: str) -> int:
 def _from_spool(name: str, dest: str, config: str | None) -> bool:
     """The verified spool copy, in this process (the prefetcher is not up yet)."""
     from pgvault.lightconf import load_light
-    from pgvault.restore.wal_restore import from_spool
+    from pgvault.restore.walspool import from_spool
 
     return from_spool(load_light(config).spool_dir, name, dest) is True
 

@@ -120,6 +120,8 @@ def serve(name: str, dest: str, config: str | None, use_spool: bool) -> int | No
     history = len(name) == 16 and name.endswith(".history") and _HEX.issuperset(name[:8])
     if not (segment or history):
         return None  # .partial, .backup: rare, the full path
+    if name == "00000001.history":
+        return EXIT_NOT_FOUND  # timeline 1 has no history: PostgreSQL never writes one
     qdir = walqueue.queue_dir(dest)
     if not walqueue.take(qdir, name, dest):
         if walqueue.absent(qdir, name):

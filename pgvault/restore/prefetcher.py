@@ -38,7 +38,7 @@ from pgvault.walfile import parse_name, segment_name
 
 IDLE_EXIT = 60.0
 RETRY_MISSING = 1.0
-POLL = 0.02
+POLL = 0.05
 _SIGNALS = ("recovery.signal", "standby.signal")
 
 

@@ -196,6 +196,13 @@ class ServiceSettings(_Section):
     max_unshipped_minutes: float = Field(10, ge=0)
 
 
+class RestoreSettings(_Section):
+    # the WAL prefetch queue of a restore (pgvault.restore.prefetcher): how many verified
+    # segments, and how many bytes, it keeps ahead of replay in pg_wal/.pgvault-prefetch
+    prefetch_segments: int = Field(16, ge=0, le=1024)
+    prefetch_bytes: int = Field(256 * 1024 * 1024, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PGVAULT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -213,6 +220,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     service: ServiceSettings = ServiceSettings()
+    restore: RestoreSettings = RestoreSettings()
 
     config_file: Path | None = Field(None, exclude=True)
 

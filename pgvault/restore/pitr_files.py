@@ -20,7 +20,7 @@ from pgvault.log import for_artifact
 from pgvault.pgtools import find_tool, run_tool
 from pgvault.progress import byte_progress
 from pgvault.restore.fetch import fetch_file
-from pgvault.restore.safetar import extract_zst_tar
+from pgvault.restore.proven_extract import Proof, extract_proven
 from pgvault.restore.tablespaces import (
     DEFAULT_SUBDIR,
     Mapped,
@@ -87,14 +87,11 @@ def materialize(
     extractor: Extractor | None = None,
 ) -> dict[str, str]:
     """Fetch the base backup (sha256-checked), extract it (each tablespace into its
-    mapped directory, linked from pg_tblspc), pg_verifybackup the tree."""
-
-    def extract(archive: Path, dest: Path, prefix: str) -> None:
-        if extractor is None:
-            extract_zst_tar(archive, dest)
-        else:
-            extractor.extract(archive, dest, prefix)
-
+    mapped directory, linked from pg_tblspc) proving every member against backup_manifest
+    as it is written (proven_extract), then pg_verifybackup the tree: without re-hashing
+    it when extraction proved every file (proven_extract.Proof.complete). A partial
+    restore's `extractor` (restore table|database) extracts instead: nothing is proven on
+    the way, so pg_verifybackup re-hashes every extracted file."""
     backup_id = str(backup.backup_id)
     files = {f.name: f for f in backup.file_infos()}
     total = sum(f.size for n, f in files.items() if n != "manifest.json")
@@ -116,17 +113,28 @@ def materialize(
                 prefer_spool=not from_store,
             )
     for_artifact(log, f"physical/{backup_id}").info("extracting into %s", target_dir)
+    proof = Proof.of(staging / "backup_manifest")
+
+    def extract(archive: Path, dest: Path, prefix: str) -> None:
+        if extractor is None:
+            extract_proven(archive, dest, proof, f"{prefix}/" if prefix else "")
+        else:
+            extractor.extract(archive, dest, prefix)
+
     extract(staging / "base.tar.zst", target_dir, "")
-    extract_zst_tar(staging / "pg_wal.tar.zst", target_dir / "pg_wal")
+    # one-pass (-Xfetch) backups list their WAL in backup_manifest under pg_wal/: proven too
+    extract_proven(staging / "pg_wal.tar.zst", target_dir / "pg_wal", proof, "pg_wal/")
     for m in in_backup:
         m.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         extract(staging / f"{m.source.oid}.tar.zst", m.directory, f"pg_tblspc/{m.source.oid}")
         link_tablespace(str(target_dir), m.source.oid, str(m.directory))
     shutil.copy2(staging / "backup_manifest", target_dir / "backup_manifest")
-    # every extracted file against PostgreSQL's own manifest, and the WAL it needs
+    # the tree against PostgreSQL's own manifest (the contents too, unless extraction
+    # proved every file), and the WAL it needs
     run_tool(
         [
             find_tool("pg_verifybackup", settings.postgres.bin_dir),
+            *proof.verifybackup_flags(),
             # the mapped tablespaces under the target are verified through pg_tblspc links
             f"--ignore={DEFAULT_SUBDIR}",
             # a partial restore's zero-filled databases are not the backup's bytes

@@ -38,6 +38,23 @@ def pgvault_command(settings: Settings) -> str:
     return shlex.join(argv)
 
 
+def restore_command_of(settings: Settings, *, from_store: bool) -> str:
+    """restore_command for a restored cluster (%f/%p left for PostgreSQL to expand).
+
+    The fast path first: this interpreter without site (-S) and without the script's
+    directory on sys.path (-P) runs pgvault/restore/walget.py, which serves segments the
+    prefetcher queued and verified with a rename, and hands every other call to
+    `pgvault wal-restore` (the same arguments, the same exit codes)."""
+    walget = Path(__file__).resolve().parent / "walget.py"
+    argv = [sys.executable, "-S", "-P", str(walget)]
+    if settings.config_file:
+        argv += ["--config", str(settings.config_file.resolve())]
+    if from_store:
+        argv.append("--from-store")
+    # PostgreSQL expands %f/%p/%r/%% in restore_command: a literal % in a path is %%
+    return shlex.join(argv).replace("%", "%%") + " %f %p"
+
+
 def pg_timestamp(iso_text: str) -> str:
     """'2026-11-24T06:47:53.547212Z' -> '2026-11-24 06:47:53.547212+00' (the GUC check
     for recovery_target_time does not accept the 'T...Z' spelling)."""
@@ -106,10 +123,7 @@ def write_recovery(
 ) -> None:
     """Append the recovery block to postgresql.auto.conf and create recovery.signal."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    flag = " --from-store" if from_store else ""
-    # PostgreSQL expands %f/%p/%r/%% in restore_command: a literal % in a path is %%
-    command = pgvault_command(settings).replace("%", "%%")
-    restore_command = f"{command} wal-restore{flag} %f %p"
+    restore_command = restore_command_of(settings, from_store=from_store)
     lines = [
         "",
         f"# --- pgvault restore pitr, {now}: base backup {backup_id}, target {target}",

@@ -219,5 +219,5 @@ class RestoredServer:
                     return replayed.isoformat() if replayed else None
             except pg.PostgresError:
                 pass  # not accepting connections yet
-            time.sleep(0.5)
+            time.sleep(0.1)  # the restore's replay time is measured by this loop
         raise RestoreError(f"recovery did not reach its target within {timeout:.0f}s")

@@ -134,6 +134,8 @@ def apply(datadir: str, name: str, path: str, fetch_next: FetchNext) -> list[str
     wal = parse_name(name)
     if guard is None or wal.type != "segment":
         return []
+    if _nothing_to_do(guard, name, path):
+        return []
     with open(path, "rb") as fh:
         data = bytearray(fh.read())
     seg_size = read_header(bytes(data[:64])).seg_size
@@ -164,6 +166,24 @@ def apply(datadir: str, name: str, path: str, fetch_next: FetchNext) -> list[str
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     return done
+
+
+def _nothing_to_do(guard: dict[str, Any], name: str, path: str) -> bool:
+    """The common case, decided without reading the segment: in the plan, no tablespace
+    record in it (the catalog's facts), none straddling into it, no pending patch. Exactly
+    the segments for which the full reading below would find nothing and write nothing.
+    The segment size is the file's (a verified copy of a whole segment); a size that is
+    not a WAL segment size leaves the decision to the full reading (its header)."""
+    if os.path.exists(_patch_file(path, name)):
+        return False
+    size = os.path.getsize(path)
+    if size < 2**20 or size > 2**30 or size & (size - 1):
+        return False
+    return (
+        _in_plan(guard, name, size)
+        and not guard["segments"].get(name)
+        and name not in guard["straddles"]
+    )
 
 
 def _patch_file(path: str, name: str) -> str:

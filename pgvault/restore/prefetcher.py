@@ -1,0 +1,258 @@
+"""The one long-lived WAL prefetcher of a restore (`wal-restore --prefetch-daemon QDIR`).
+
+Started by the first restore_command call that served a segment (walqueue.ensure_prefetcher);
+a second one started by a racing call finds the lock taken and exits. It keeps the
+segments after the one replay asked for last (`.want`) in the queue, verified:
+
+- bounded by `[restore] prefetch_segments` and `prefetch_bytes` (like pgBackRest's
+  archive-get queue): never more than that many files ahead, in flight included;
+- each segment comes from the spool (fsutil.copy_verified: sha256 of its .sha256 file) or
+  the store (storage.verified: stored and content sha256 from the catalog row or the
+  object's metadata), refused when the catalog says corrupt or missing, and is published
+  by walqueue.publish only after that proof (`.NAME.part`, then the marker, then NAME);
+- segments replay has passed are removed (the one it read last stays: PostgreSQL reads
+  it again at the end of recovery); a segment found nowhere (the end of WAL, for now) is
+  marked absent (walqueue.mark_absent, restore_command answers 1 from it for a moment),
+  asked for again every RETRY_MISSING seconds, never past it; there, this timeline's and
+  the next one's history files are looked up too (PostgreSQL asks for them next);
+- it exits when recovery ends (recovery.signal / standby.signal / postmaster.pid gone,
+  when they were there), when replay has asked for nothing for `IDLE_EXIT` seconds, or
+  when its lock is taken from it; on the way out it removes every segment it queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from pgvault import fsutil
+from pgvault.config import Settings, load_settings
+from pgvault.errors import IntegrityError, PgvaultError
+from pgvault.restore import walqueue
+from pgvault.restore.wal_restore import catalog_row
+from pgvault.restore.walspool import spool_sha256
+from pgvault.walfile import parse_name, segment_name
+
+IDLE_EXIT = 60.0
+RETRY_MISSING = 1.0
+POLL = 0.05
+_SIGNALS = ("recovery.signal", "standby.signal")
+
+
+class _Source:
+    """Where segments come from: the spool, then the store (opened on first need)."""
+
+    def __init__(self, settings: Settings, config: str | None, use_spool: bool) -> None:
+        self.settings = settings
+        self.config = config
+        self.use_spool = use_spool
+        self._store: tuple[Any, list[Any]] | None = None
+
+    def _opened(self) -> tuple[Any, list[Any]]:
+        if self._store is None:
+            from pgvault.keys import identities_for
+            from pgvault.storage import open_store
+
+            self._store = (open_store(self.settings.storage), identities_for(self.settings))
+        return self._store
+
+    def fetch(self, qdir: str, name: str) -> bool:
+        """Verified NAME into the queue; False when it exists nowhere. Raises on damage."""
+        part = walqueue.part_path(qdir, name)
+        spool_bad = False
+        if self.use_spool and (sha := spool_sha256(str(self.settings.spool_dir), name)):
+            src = os.path.join(str(self.settings.spool_dir), "wal", name)
+            try:
+                fsutil.copy_verified(src, part, sha)
+            except (IntegrityError, OSError):
+                spool_bad = True  # not trusted: the store copy, as restore_command would
+            else:
+                walqueue.publish(qdir, name, part, sha)
+                return True
+        row = catalog_row(str(self.settings.catalog_path), "wal", name)
+        if row is not None and row["state"] in ("corrupt", "missing"):
+            raise PgvaultError(f"{name} is catalogued as {row['state']}")
+        from pgvault.restore.wal_fetch import fetch_into
+
+        store, identities = self._opened()
+        sha256 = fetch_into(self.settings, store, identities, name, part, row=row)
+        if sha256 is None and spool_bad:  # restore_command answers 254 here, not 1
+            raise IntegrityError(f"{name}: the spool copy is damaged and the store has none")
+        if sha256 is None:
+            return False
+        walqueue.publish(qdir, name, part, sha256)
+        return True
+
+
+class Prefetcher:
+    def __init__(self, qdir: str, settings: Settings, config: str | None, use_spool: bool):
+        self.qdir = qdir
+        self.datadir = os.path.dirname(os.path.dirname(os.path.abspath(qdir)))
+        self.count = settings.restore.prefetch_segments
+        self.max_bytes = settings.restore.prefetch_bytes
+        self.source = _Source(settings, config, use_spool)
+        self.watch = [
+            f
+            for f in (*_SIGNALS, "postmaster.pid")
+            if os.path.exists(os.path.join(self.datadir, f))
+        ]
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgvault-prefetch")
+        self.inflight: dict[str, Future[bool]] = {}
+        self.missing: dict[str, float] = {}  # name -> when it was found nowhere
+        self.queued: set[str] = set()
+
+    def recovery_over(self) -> bool:
+        def gone(f: str) -> bool:
+            return f in self.watch and not os.path.exists(os.path.join(self.datadir, f))
+
+        signals_gone = any(s in self.watch for s in _SIGNALS) and all(
+            gone(s) or s not in self.watch for s in _SIGNALS
+        )
+        return signals_gone or gone("postmaster.pid")
+
+    def window(self, want: str, seg_size: int) -> list[str]:
+        wal = parse_name(want)
+        n = max(0, min(self.count, self.max_bytes // max(seg_size, 1)))
+        segno = wal.segno(seg_size)
+        return [segment_name(wal.timeline, segno + i, seg_size) for i in range(1, n + 1)]
+
+    def _forget_passed(self, want: str, seg_size: int) -> None:
+        wal = parse_name(want)
+        for name in list(self.queued):
+            other = parse_name(name)
+            if other.type != "segment":
+                continue  # history files stay until the end
+            passed = other.timeline != wal.timeline or other.segno(seg_size) < wal.segno(seg_size)
+            if passed and name not in self.inflight:
+                walqueue.drop(self.qdir, name)
+                self.queued.discard(name)
+
+    def _collect(self) -> None:
+        for name, fut in list(self.inflight.items()):
+            if not fut.done():
+                continue
+            del self.inflight[name]
+            try:
+                found = fut.result()
+            except Exception:  # not served: restore_command's own fetch reports it
+                self.missing[name] = time.monotonic()
+                walqueue.clear_absent(self.qdir, name)
+                with contextlib.suppress(OSError):
+                    os.unlink(walqueue.part_path(self.qdir, name))
+                continue
+            if found:
+                self.queued.add(name)
+                walqueue.clear_absent(self.qdir, name)
+            else:
+                self.missing[name] = time.monotonic()
+                walqueue.mark_absent(self.qdir, name)
+
+    def _wanted(self, name: str, now: float) -> bool | None:
+        """True: fetch it now. False: nothing to do. None: found nowhere a moment ago."""
+        if name in self.inflight:
+            return False
+        if name in self.queued:
+            if os.path.exists(os.path.join(self.qdir, name)):
+                return False
+            self.queued.discard(name)  # taken as changed (walqueue.take dropped it)
+        elif os.path.exists(os.path.join(self.qdir, name)):
+            self.queued.add(name)  # published by the guard's fetch_next
+            return False
+        if now - self.missing.get(name, -RETRY_MISSING) < RETRY_MISSING:
+            return None
+        return True
+
+    def step(self, want: str, seg_size: int) -> None:
+        self._collect()
+        self._forget_passed(want, seg_size)
+        now = time.monotonic()
+        todo = []
+        at_end = False
+        for name in self.window(want, seg_size):
+            wanted = self._wanted(name, now)
+            if wanted is None:
+                at_end = True  # the end of WAL for now: nothing past it
+                break
+            if wanted:
+                todo.append(name)
+        if at_end:
+            # what PostgreSQL asks for at the end of WAL: this timeline's history and
+            # the next one's (the new timeline's number)
+            tli = parse_name(want).timeline
+            todo += [
+                f"{t:08X}.history" for t in (tli, tli + 1) if self._wanted(f"{t:08X}.history", now)
+            ]
+        for name in todo:
+            if len(self.inflight) >= 2:
+                break
+            self.missing.pop(name, None)
+            self.inflight[name] = self.pool.submit(self.source.fetch, self.qdir, name)
+
+    def run(self) -> None:
+        last = None
+        last_change = time.monotonic()
+        while not self.recovery_over() and owns_lock(self.qdir):
+            want = walqueue.read_want(self.qdir)
+            if want != last:
+                last, last_change = want, time.monotonic()
+            elif time.monotonic() - last_change > IDLE_EXIT:
+                break
+            if want is not None:
+                self.step(*want)
+            time.sleep(POLL)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self._collect()
+        for name in self.queued | set(self.missing):
+            walqueue.drop(self.qdir, name)
+            walqueue.clear_absent(self.qdir, name)
+        for entry in os.scandir(self.qdir):
+            if entry.name.endswith(walqueue.PART) and not entry.name.startswith(walqueue.WANT):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def owns_lock(qdir: str) -> bool:
+    try:
+        with open(os.path.join(qdir, walqueue.LOCK)) as fh:
+            return fh.read().strip() == str(os.getpid())
+    except OSError:
+        return False
+
+
+def _take_lock(qdir: str) -> bool:
+    lock = os.path.join(qdir, walqueue.LOCK)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if walqueue.running(qdir):
+                return False
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # a dead prefetcher's
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def main(qdir: str, config: str | None, *, use_spool: bool) -> int:
+    os.makedirs(qdir, exist_ok=True)
+    if not _take_lock(qdir):
+        return 0  # another call started it first
+    try:
+        prefetcher = Prefetcher(qdir, load_settings(config), config, use_spool)
+        try:
+            prefetcher.run()
+        finally:
+            prefetcher.close()
+    finally:
+        if owns_lock(qdir):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(qdir, walqueue.LOCK))
+    return 0

@@ -54,6 +54,9 @@ def test_a_member_that_differs_from_the_manifest_fails_the_restore(
     # is told not to hash them again
     proof = Proof.of(spooled / "backup_manifest")
     extract_proven(base, tmp_path / "intact", proof)
+    # a one-pass (-Xfetch) backup's manifest lists its WAL too: proven from pg_wal.tar.zst
+    extract_proven(spooled / "pg_wal.tar.zst", tmp_path / "intact" / "pg_wal", proof, "pg_wal/")
+    assert any(p.startswith("pg_wal/") for p in proof.proven)
     assert proof.complete and proof.proven == set(proof.expected)
     assert proof.verifybackup_flags() == ["--skip-checksums"]
 

@@ -40,11 +40,15 @@ def backup_logical(
     database failing does not stop the others: each failure is one error line and a
     `backup_failed` alert, and the exit code is 1.
     """
-    from pgvault.broker import open_broker
     from pgvault.catalog import open_catalog
     from pgvault.cli import state
     from pgvault.errors import CatalogError
     from pgvault.producers.logical import run_backups
+
+    def broker() -> Any:  # imported and opened only when an alert must go out
+        from pgvault.broker import open_broker
+
+        return open_broker(settings)
 
     settings = state(ctx).settings
     dbs = _databases(ctx, db)  # each name is checked by its own backup: one bad name fails alone
@@ -54,7 +58,7 @@ def backup_logical(
         typer.echo(f"pgvault: warning: {exc}; backing up without recording the runs", err=True)
         catalog = None
     try:
-        outcomes = run_backups(settings, dbs, catalog, lambda: open_broker(settings))
+        outcomes = run_backups(settings, dbs, catalog, broker)
     finally:
         if catalog is not None:
             catalog.close()

@@ -163,6 +163,12 @@ def bin_dir_for(major: int, bin_dir: str = "", tool: str = "postgres") -> str:
     return str(Path(versioned_tool(tool, major, bin_dir, search=True)).parent)
 
 
+def major_of_version(version: str | None) -> int | None:
+    """ "15.20" / "17devel" / "9.6.24" -> 15 / 17 / 9; None when unknown."""
+    m = re.match(r"\s*(\d+)", version or "")
+    return int(m.group(1)) if m else None
+
+
 def major_of(version_num: int | str | None) -> int | None:
     """120003 / 170002 -> 12 / 17; None when unknown."""
     try:

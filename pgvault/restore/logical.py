@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pgvault import dbprops, pg, pgtables, pgtoc
+from pgvault import dbprops, pg, pgdumpfile, pgtables, pgtoc, pgtools
 from pgvault.catalog.backups import pick_logical
 from pgvault.catalog.db import CatalogDB
 from pgvault.config import Settings
@@ -178,7 +178,7 @@ def _restore_database(
         start = time.monotonic()
         alog.info("pg_restore --jobs %d into staging database %s", req.jobs, staging)
         args = [
-            find_tool("pg_restore", settings.postgres.bin_dir),
+            _pg_restore(settings, manifest),
             f"--jobs={req.jobs}",
             "--no-password",
             f"--dbname={dbops.dbname_arg(staging)}",
@@ -192,7 +192,7 @@ def _restore_database(
                 f"{dbops.first_error(proc.stderr)}"
             )
         start = time.monotonic()
-        tree = pgtoc.partitions(_toc(settings, dump))
+        tree = _partitions(settings, dump, manifest)
         expected = manifest_counts(manifest)
         with pg.connect(settings.postgres, staging, options="-c jit=off") as sconn:
             restored = pgtables.count_all(sconn)
@@ -243,8 +243,8 @@ def _restore_tables(
 ) -> None:
     alog = for_artifact(log, f"logical/{report.backup}")
     wanted = resolve_tables(manifest.tables or [], req.tables)
-    pg_restore = find_tool("pg_restore", settings.postgres.bin_dir)
-    entries = _toc(settings, dump)
+    pg_restore = _pg_restore(settings, manifest)
+    entries = _toc(settings, dump, manifest)
     with dbops.maintenance(settings) as conn:
         existed = pg.database_exists(conn, req.target_db)
         if existed and req.target_db != req.db and not req.clean:
@@ -312,7 +312,7 @@ def _check_tables(
     report.large_objects = largeobjects.restore_referenced(
         settings,
         dump,
-        pg_restore=find_tool("pg_restore", settings.postgres.bin_dir),
+        pg_restore=_pg_restore(settings, manifest),
         entries=entries,
         target=report.target_db,
         tables=wanted,
@@ -338,8 +338,27 @@ def _check_tables(
         )
 
 
-def _toc(settings: Settings, dump: Path) -> list[pgtoc.TocEntry]:
-    pg_restore = find_tool("pg_restore", settings.postgres.bin_dir)
+def _pg_restore(settings: Settings, manifest: LogicalManifest) -> str:
+    """pg_restore of the dumping pg_dump's major version or newer (what can read the
+    archive), the program itself rather than a wrapper script where both exist."""
+    major = pgtools.major_of_version(manifest.pg_dump_version)
+    return find_tool("pg_restore", settings.postgres.bin_dir, major)
+
+
+def _partitions(
+    settings: Settings, dump: Path, manifest: LogicalManifest
+) -> dict[pgtables.TableRef, list[pgtables.TableRef]]:
+    """Partitioned table -> partitions, read from the archive's table of contents
+    (pg_restore --list only for an archive version pgvault.pgdumpfile does not know)."""
+    try:
+        return pgdumpfile.read_archive(dump).partitions()
+    except (pgdumpfile.UnsupportedArchive, pgdumpfile.DumpFormatError):
+        # pg_restore has just read this archive: let it list it too
+        return pgtoc.partitions(_toc(settings, dump, manifest))
+
+
+def _toc(settings: Settings, dump: Path, manifest: LogicalManifest) -> list[pgtoc.TocEntry]:
+    pg_restore = _pg_restore(settings, manifest)
     listing = run_tool([pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list")
     return pgtoc.parse(listing.stdout)
 

@@ -11,18 +11,14 @@ and never printed; store credentials come from the AWS environment or profile on
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
 
 from pgvault.errors import ConfigError
 from pgvault.lightconf import (
@@ -181,10 +177,82 @@ class ServiceSettings(_Section):
     max_unshipped_minutes: float = Field(10, ge=0)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PGVAULT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
-    )
+ENV_PREFIX = "PGVAULT_"
+ENV_NESTED = "__"
+
+
+class SettingsError(ValueError):
+    """A PGVAULT_* environment value that cannot be read (e.g. a list that is not JSON)."""
+
+
+def _complex(annotation: Any) -> bool:
+    """Values of this type come from the environment as JSON (lists, dicts, sections)."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict, set, tuple):
+        return True
+    if origin is not None:  # X | None and the like: complex if any member is
+        return any(_complex(a) for a in typing.get_args(annotation) if a is not type(None))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _env_value(name: str, annotation: Any, raw: str) -> Any:
+    if not _complex(annotation):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise SettingsError(
+            f'error parsing value for field "{name}" from the environment'
+        ) from None
+
+
+def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def environment_overrides(model: type[BaseModel]) -> dict[str, Any]:
+    """PGVAULT_<FIELD> and PGVAULT_<SECTION>__<KEY> (names case-insensitive), values as
+    strings for pydantic to convert, JSON for lists, dicts and whole sections."""
+    out: dict[str, Any] = {}
+    fields = model.model_fields
+    for env_name, raw in os.environ.items():
+        if not env_name.upper().startswith(ENV_PREFIX):
+            continue
+        name, nested, sub = env_name[len(ENV_PREFIX) :].lower().partition(ENV_NESTED)
+        field = fields.get(name)
+        if field is None or field.exclude:
+            continue
+        if not nested:
+            value = _env_value(name, field.annotation, raw)
+            if isinstance(value, dict) and isinstance(out.get(name), dict):
+                value = _deep_update(value, out[name])  # SECTION__KEY beats SECTION
+            out[name] = value
+            continue
+        section = field.annotation
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            continue
+        sub_field = section.model_fields.get(sub)
+        value = _env_value(f"{name}.{sub}", sub_field.annotation if sub_field else str, raw)
+        target = out.setdefault(name, {})
+        if isinstance(target, dict):
+            target[sub] = value
+    return out
+
+
+class Settings(BaseModel):
+    """The whole configuration. Built from keyword values (the TOML file's), with the
+    PGVAULT_* environment overriding them (`environment_overrides`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**_deep_update(data, environment_overrides(type(self))))
 
     cluster: str = DEFAULT_CLUSTER
     spool_dir: Path = Path(DEFAULT_SPOOL_DIR)
@@ -206,18 +274,6 @@ class Settings(BaseSettings):
         if not _CLUSTER_RE.match(value):
             raise ValueError("must be lowercase letters, digits, '-' or '_' (it names queues)")
         return value
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment overrides the file (passed in as init kwargs).
-        return (env_settings, init_settings)
 
     @property
     def alert_state_path(self) -> Path:

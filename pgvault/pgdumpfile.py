@@ -18,9 +18,9 @@ Archive versions 1.12 to 1.16 (PostgreSQL 9.2 to 18) are understood; any other a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from pgvault.errors import BackupError
 from pgvault.pgtables import TableRef
@@ -86,110 +86,140 @@ class Archive:
         return out
 
 
-class _Reader:
-    def __init__(self, f: BinaryIO, path: Path) -> None:
-        self.f = f
-        self.path = path
-        self.buf = b""
-        self.pos = 0
-        self.base = 0  # file offset of buf[0]
-        self.int_size = 4
-        self.off_size = 8
-
-    def _need(self, n: int) -> None:
-        if self.pos + n <= len(self.buf):
-            return
-        more = self.f.read(max(HEAD_READ, n))
-        self.buf = self.buf[self.pos :] + more
-        self.base += self.pos
-        self.pos = 0
-        if len(self.buf) < n:
-            raise DumpFormatError(f"{self.path}: the archive ends inside its table of contents")
-
-    def byte(self) -> int:
-        self._need(1)
-        b = self.buf[self.pos]
-        self.pos += 1
-        return b
-
-    def raw(self, n: int) -> bytes:
-        self._need(n)
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def read_int(self) -> int:
-        self._need(1 + self.int_size)
-        sign = self.buf[self.pos]
-        value = int.from_bytes(self.buf[self.pos + 1 : self.pos + 1 + self.int_size], "little")
-        self.pos += 1 + self.int_size
-        return -value if sign else value
-
-    def read_str(self) -> str | None:
-        n = self.read_int()
-        if n < 0:
-            return None
-        return self.raw(n).decode("utf-8", errors="replace")
-
-    def offset(self) -> tuple[int, int]:
-        flag = self.byte()
-        return flag, int.from_bytes(self.raw(self.off_size), "little")
+class _Short(Exception):
+    """The bytes read so far end inside the table of contents."""
 
 
 def read_archive(path: Path) -> Archive:
     """The header and table of contents of a custom-format archive."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        r = _Reader(f, path)
-        if r.raw(5) != MAGIC:
-            raise DumpFormatError(f"{path} is not a pg_dump custom-format archive")
-        version = (r.byte(), r.byte(), r.byte())
-        if not MIN_VERSION <= version[:2] <= MAX_VERSION:
-            raise UnsupportedArchive(f"archive version {'.'.join(map(str, version))}")
-        r.int_size, r.off_size = r.byte(), r.byte()
-        if not (1 <= r.int_size <= 8 and 1 <= r.off_size <= 8):
-            raise DumpFormatError(f"{path}: implausible integer sizes in the header")
-        if r.byte() != FORMAT_CUSTOM:
-            raise DumpFormatError(f"{path} is not a custom-format archive")
-        if version[:2] >= (1, 15):
-            r.byte()  # compression algorithm
-        else:
-            r.read_int()  # compression level
-        for _ in range(7):  # creation time
-            r.read_int()
-        r.read_str()  # database name
-        r.read_str()  # server version
-        r.read_str()  # pg_dump version
-        count = r.read_int()
-        if count < 0 or count > size:
-            raise DumpFormatError(f"{path}: implausible TOC entry count {count}")
-        entries = [_entry(r, version) for _ in range(count)]
-    return Archive(version, r.int_size, r.off_size, size, entries)
+        want = HEAD_READ
+        while True:
+            f.seek(0)
+            head = f.read(want)
+            try:
+                return _parse(head, path, size)
+            except _Short:
+                if len(head) >= size:
+                    raise DumpFormatError(
+                        f"{path}: the archive ends inside its table of contents"
+                    ) from None
+                want *= 4
 
 
-def _entry(r: _Reader, version: tuple[int, int, int]) -> ArchiveEntry:
-    dump_id = r.read_int()
-    r.read_int()  # had dumper
-    r.read_str()  # table oid
-    r.read_str()  # oid
-    tag = r.read_str() or ""
-    desc = r.read_str() or ""
-    r.read_int()  # section
-    for _ in range(3):  # definition, drop statement, copy statement
-        r.read_str()
-    schema = r.read_str()
-    r.read_str()  # tablespace
+@dataclass(frozen=True)
+class _Fields:
+    """Readers over the archive's bytes sharing one position (closures: fast)."""
+
+    integer: Callable[[], int]
+    text: Callable[[], str | None]
+    skip: Callable[[], None]
+    raw: Callable[[int], bytes]
+
+
+def _fields(buf: bytes, start: int, isz: int) -> _Fields:
+    end = len(buf)
+    from_bytes = int.from_bytes
+    pos = start
+
+    def raw(n: int) -> bytes:
+        nonlocal pos
+        nxt = pos + n
+        if nxt > end:
+            raise _Short
+        out = buf[pos:nxt]
+        pos = nxt
+        return out
+
+    def integer() -> int:
+        nonlocal pos
+        nxt = pos + 1 + isz
+        if nxt > end:
+            raise _Short
+        value = from_bytes(buf[pos + 1 : nxt], "little")
+        sign = buf[pos]
+        pos = nxt
+        return -value if sign else value
+
+    def text() -> str | None:
+        n = integer()
+        return None if n < 0 else raw(n).decode("utf-8", errors="replace")
+
+    def skip() -> None:
+        nonlocal pos
+        n = integer()
+        if n > 0:
+            pos += n
+            if pos > end:
+                raise _Short
+
+    return _Fields(integer, text, skip, raw)
+
+
+def _header(buf: bytes, path: Path) -> tuple[tuple[int, int, int], int, int]:
+    """(archive version, integer size, offset size) of a custom-format archive."""
+    head = buf[:5]
+    if head != MAGIC[: len(head)]:
+        raise DumpFormatError(f"{path} is not a pg_dump custom-format archive")
+    if len(buf) < 11:
+        raise _Short
+    version = (buf[5], buf[6], buf[7])
+    if not MIN_VERSION <= version[:2] <= MAX_VERSION:
+        raise UnsupportedArchive(f"archive version {'.'.join(map(str, version))}")
+    isz, osz = buf[8], buf[9]
+    if not (1 <= isz <= 8 and 1 <= osz <= 8):
+        raise DumpFormatError(f"{path}: implausible integer sizes in the header")
+    if buf[10] != FORMAT_CUSTOM:
+        raise DumpFormatError(f"{path} is not a custom-format archive")
+    return version, isz, osz
+
+
+def _parse(buf: bytes, path: Path, size: int) -> Archive:
+    """Parse from bytes; _Short when they end too early."""
+    version, isz, osz = _header(buf, path)
+    f = _fields(buf, 11, isz)
+    if version[:2] >= (1, 15):
+        f.raw(1)  # compression algorithm
+    else:
+        f.integer()  # compression level
+    for _ in range(7):  # creation time
+        f.integer()
+    for _ in range(3):  # database name, server version, pg_dump version
+        f.skip()
+    count = f.integer()
+    if count < 0 or count > size:
+        raise DumpFormatError(f"{path}: implausible TOC entry count {count}")
+    entries = [_entry(f, version, osz) for _ in range(count)]
+    return Archive(version, isz, osz, size, entries)
+
+
+def _entry(f: _Fields, version: tuple[int, int, int], osz: int) -> ArchiveEntry:
+    integer, text, skip = f.integer, f.text, f.skip
+    dump_id = integer()
+    integer()  # had dumper
+    skip()  # table oid
+    skip()  # oid
+    tag = text() or ""
+    desc = text() or ""
+    integer()  # section
+    skip()  # definition
+    skip()  # drop statement
+    skip()  # copy statement
+    schema = text()
+    skip()  # tablespace
     if version[:2] >= (1, 14):
-        r.read_str()  # table access method
+        skip()  # table access method
     if version[:2] >= (1, 16):
-        r.read_int()  # relkind
-    owner = r.read_str()
-    r.read_str()  # "with oids"
+        integer()  # relkind
+    owner = text()
+    skip()  # "with oids"
     deps = []
-    while (dep := r.read_str()) is not None:
+    while (dep := text()) is not None:
         deps.append(int(dep))
-    state, offset = r.offset()
-    return ArchiveEntry(dump_id, desc, schema, tag, owner, deps, state, offset)
+    where = f.raw(1 + osz)
+    offset = int.from_bytes(where[1:], "little")
+    return ArchiveEntry(dump_id, desc, schema, tag, owner, deps, where[0], offset)
 
 
 def check_blocks(path: Path, archive: Archive) -> None:

@@ -52,6 +52,8 @@ CREATE TABLE "UPPER" (x int);
 INSERT INTO "UPPER" VALUES (1), (2), (3);
 CREATE TABLE grows (id int);
 INSERT INTO grows SELECT generate_series(1, 5);
+CREATE TABLE big (id int, pad text);
+INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 150000) g;
 """
 EXPECTED = {
     ("public", "plain"): 1234,
@@ -67,6 +69,7 @@ EXPECTED = {
     (ODD_SCHEMA, ODD_TABLE): 7,
     ("public", "UPPER"): 3,
     ("public", "grows"): 5,
+    ("public", "big"): 150000,  # over pgtables.BIG_TABLE: counted after pg_dump
 }
 
 
@@ -119,7 +122,8 @@ def test_counts_are_exact_and_at_the_dump_snapshot(
     # neither the dump nor the counts (taken after pg_dump, in the snapshot) may see them
     insert = (
         f"{PG_BIN}/psql -q -X -v ON_ERROR_STOP=1 "
-        "-c 'INSERT INTO grows SELECT generate_series(100, 1099)'"
+        "-c 'INSERT INTO grows SELECT generate_series(100, 1099)' "
+        "-c 'INSERT INTO big SELECT generate_series(1, 1000)'"
     )
     env.data["postgres"]["bin_dir"] = str(wrapped_bin(workdir / "bin", before=insert))
     env.write_config()
@@ -130,8 +134,10 @@ def test_counts_are_exact_and_at_the_dump_snapshot(
     counts = {(t["schema"], t["name"]): t["rows"] for t in manifest["tables"]}
     assert counts == EXPECTED
     assert backup["rows"] == sum(EXPECTED.values()) == manifest["row_count"]
-    assert set(backup["timings"]) == {"dump_s", "count_s", "check_s"}
-    assert pg.one("SELECT count(*) FROM grows", dbname=DB) == 1005  # the insert did happen
+    assert set(backup["timings"]) == {"dump_s", "count_small_s", "count_s", "check_s"}
+    assert pg.one("SELECT count(*) FROM grows", dbname=DB) == 1005  # the inserts did happen
+    assert pg.one("SELECT count(*) FROM big", dbname=DB) == 151000
+    assert pg.one("SELECT pg_relation_size('big')", dbname=DB) >= pgtables.BIG_TABLE
 
     # the dump holds the snapshot's rows too: a restore proves its counts against these
     env.data["postgres"]["bin_dir"] = ""
@@ -144,6 +150,7 @@ def test_counts_are_exact_and_at_the_dump_snapshot(
     trees = {t["name"]: (t["tree_restored"], t["tree_expected"]) for t in report["tables"]}
     assert trees["meas"] == (1000, 1000) and trees["meas_b"] == (900, 900)
     assert pg.one("SELECT count(*) FROM grows", dbname="counts_copy") == 5
+    assert pg.one("SELECT count(*) FROM big", dbname="counts_copy") == 150000
 
 
 def test_count_all_batches_exactly(counts_env: tuple[PgvaultEnv, PgCluster]) -> None:
@@ -168,6 +175,8 @@ def test_count_all_batches_exactly(counts_env: tuple[PgvaultEnv, PgCluster]) -> 
             assert list(got) == list(reversed(tables))
             one_by_one = {t: pgtables.count_rows(conn, t) for t in tables}
             assert got == one_by_one
+            small, big = pgtables.split_by_size(conn, tables)
+            assert big == [TableRef("public", "big")] and len(small) == len(tables) - 1
             assert got[TableRef("public", "many_11")] == 11
             assert got[TableRef(ODD_SCHEMA, ODD_TABLE)] == 7
         assert pgtables.count_all(conn, []) == {}

@@ -5,10 +5,11 @@ For one database:
 1. open a REPEATABLE READ transaction and `pg_export_snapshot()`;
 2. run `pg_dump --format=custom --snapshot=...` into a hidden directory
    `spool_dir/logical/<db>/.<backup_id>.tmp/` (<db> encoded by `pgvault.dbname.encode`);
-3. when pg_dump has finished, the same transaction (still open, so still in the dump's
-   snapshot) counts the rows of every table: the counts describe exactly the rows in the
-   dump, and the scan does not take CPU from pg_dump while it runs (on a small host the
-   two fought over the same cores);
+3. the same transaction (so the dump's snapshot) counts the rows of every table: the
+   counts describe exactly the rows in the dump. Tables under 8 MiB are counted while
+   pg_dump runs, a few hundred to a statement (cheap round trips that hide in pg_dump's
+   own waits on the server); the big ones after pg_dump has finished, so their scans do
+   not take CPU from it (on a small host the two fought over the same cores);
 4. check the archive itself (`pgvault.pgdumpfile`: header, table of contents, every data
    block at its offset and complete, data for every non-empty table; `pg_restore --list`
    for archive versions that reader does not know);
@@ -22,7 +23,6 @@ database failing does not stop the others; the caller raises the alert.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -43,10 +43,10 @@ from pgvault.dbprops import database_properties
 from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
-from pgvault.pgtables import TableRef, count_all
+from pgvault.pgtables import TableRef
 from pgvault.pgtools import find_tool, libpq_env, run_tool
 from pgvault.producers.pgdump import TABLES_FILE, check_db_name, compression, tool_version
-from pgvault.progress import watch_file
+from pgvault.producers.snapshot_dump import dump_in_snapshot, sha256
 from pgvault.schemas.manifest import (
     MANIFEST_NAME,
     DatabaseInfo,
@@ -215,7 +215,6 @@ class LogicalBackup:
     ) -> tuple[LogicalManifest, dict[str, float]]:
         ps = self.settings.postgres
         dump = work / f"{dbname.encode(db)}.dump"
-        timings: dict[str, float] = {}
         with pg.connect(ps, db) as conn:
             tools = self.tools(pg.server_version_num(conn) // 10000)
             compress, comp_meta = compression(tools["major"], ps.dump_compression)
@@ -223,38 +222,25 @@ class LogicalBackup:
             props = database_properties(conn, db)  # issue 16 §3: what --create would carry
             # the progress bar's total (the dump is compressed: an upper bound)
             db_bytes = pg.fetch_value(conn, "SELECT pg_database_size(current_database())")
-            # like pg_dump's own session: no server-side timeouts for the snapshot holder;
-            # JIT compiling costs more than it saves on count(*)
-            pg.fetch_all(
-                conn,
-                "SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0; "
-                "SET jit = off",
-            )
-            pg.fetch_all(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            snapshot = str(pg.fetch_value(conn, "SELECT pg_export_snapshot()"))
-            snapshot_at = datetime.now(UTC)
             args = [
                 tools["pg_dump"],
                 "--format=custom",
                 f"--compress={compress}",
-                f"--snapshot={snapshot}",
-                f"--file={dump}",
                 "--no-password",
             ]
-            mark = time.monotonic()
-            with watch_file(f"pg_dump {db}", lambda: _size(dump), total=db_bytes):
-                run_tool(args, env=libpq_env(ps.host, ps.port, ps.user, db), what="pg_dump")
-            finished = datetime.now(UTC)
-            timings["dump_s"] = _since(mark)
-            # still the transaction that exported the snapshot: these are the dump's rows
-            mark = time.monotonic()
-            counts = count_all(conn)
-            pg.fetch_all(conn, "COMMIT")
-            timings["count_s"] = _since(mark)
+            env = libpq_env(ps.host, ps.port, ps.user, db)
+            done = dump_in_snapshot(conn, args, dump, env=env, label=db, total=db_bytes)
+        timings = done.timings
+        counts, snapshot, snapshot_at, finished = (
+            done.counts,
+            done.snapshot,
+            done.snapshot_at,
+            done.finished,
+        )
         mark = time.monotonic()
         self._check_dump(dump, counts, tools)
         spool.fsync_tree(work)
-        digest = _sha256(dump)
+        digest = sha256(dump)
         timings["check_s"] = _since(mark)
         tables = [
             TableCount(schema_name=t.schema, name=t.name, rows=n) for t, n in sorted(counts.items())
@@ -266,7 +252,7 @@ class LogicalBackup:
             # they travel in their own (encrypted) file, the manifest stays plain
             body = TablesFile(tables=tables).model_dump_json(by_alias=True, indent=1)
             spool.write_atomic(work / TABLES_FILE, body.encode())
-            tdigest = _sha256(work / TABLES_FILE)
+            tdigest = sha256(work / TABLES_FILE)
             files.append(ManifestFile(name=TABLES_FILE, size=tdigest.size, sha256=tdigest.sha256))
             tables_file = TABLES_FILE
         manifest = LogicalManifest(
@@ -318,35 +304,8 @@ class LogicalBackup:
             raise BackupError(f"the dump has no data for table(s) {names}; not keeping it")
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 def _since(start: float) -> float:
     return round(time.monotonic() - start, 3)
-
-
-@dataclass(frozen=True)
-class _Digest:
-    size: int
-    sha256: str
-
-
-def _sha256(path: Path) -> _Digest:
-    """Size and sha256 of a file (as pgvault.storage.codec.sha256_file, without importing
-    the storage layer's compression libraries into the backup command)."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb", buffering=0) as fh:
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return _Digest(size, digest.hexdigest())
 
 
 def run_backups(

@@ -3,7 +3,8 @@
 `pgvault wal-archive` runs once per WAL segment, so it is dispatched here before typer,
 rich or pydantic are imported (DESIGN invariant 2); `wal-restore` too, so that PostgreSQL
 always gets its exit codes (0 / 1 / 254) and never typer's usage error 2, which it would
-read as "file not found". Everything else goes to pgvault.cli.
+read as "file not found". The plain forms of `backup logical` skip typer and rich too
+(pgvault.producers.logical_cmd). Everything else goes to pgvault.cli.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def main() -> int:
     split = _split_globals(sys.argv[1:])
     if split is not None:
         config, rest = split
+        if rest[:2] == ["backup", "logical"]:
+            # short on small databases, where typer's and rich's import was a large
+            # part of the command's time: the plain forms run without them
+            from pgvault.producers import logical_cmd
+
+            code = logical_cmd.main(sys.argv[1:])
+            if code is not None:
+                return code
         if rest and rest[0] in FAST_COMMANDS and not {"-h", "--help"} & set(rest):
             if rest[0] == "wal-archive":
                 from pgvault.producers import wal_archive

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pgvault.units import human_bytes
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -45,12 +47,4 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     __getattr__("console").print(t)
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return ""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+__all__ = ["emit_json", "human_bytes", "table"]

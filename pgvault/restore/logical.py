@@ -200,20 +200,19 @@ def _restore_database(
             add_tree_counts(
                 report.tables, tree, expected, lambda t: pgtables.count_through(sconn, t)
             )
-        if props:
-            with dbops.maintenance(settings) as conn:
+        with dbops.maintenance(settings) as conn:  # one session: properties, then the swap
+            if props:
                 report.skipped += dbprops.apply_properties(conn, staging, props)
                 actual = dbprops.database_properties(conn, staging)
-            report.database_differences = dbprops.differences(props, dict(actual))
-        report.timings["check_s"] = _since(start)
-        if report.mismatches or report.database_differences:
-            report.error = (
-                f"row counts differ from the manifest in {len(report.mismatches)} table(s), "
-                f"{len(report.database_differences)} database propert(ies) differ; "
-                f"{req.target_db} left as it was"
-            )
-            return
-        with dbops.maintenance(settings) as conn:
+                report.database_differences = dbprops.differences(props, dict(actual))
+            report.timings["check_s"] = _since(start)
+            if report.mismatches or report.database_differences:
+                report.error = (
+                    f"row counts differ from the manifest in {len(report.mismatches)} "
+                    f"table(s), {len(report.database_differences)} database propert(ies) "
+                    f"differ; {req.target_db} left as it was"
+                )
+                return
             if pg.database_exists(conn, req.target_db):
                 if not req.clean:
                     raise RestoreError(f"target database {req.target_db} appeared meanwhile")

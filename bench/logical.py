@@ -136,12 +136,16 @@ class Bench:
 
     def pgvault(self, args: list[str], *, before: bool = False, level: int = 6) -> float:
         extra = {"PGVAULT_POSTGRES__DUMP_COMPRESSION": str(level)}
-        if before:
-            assert self.before
-            extra["PYTHONPATH"] = self.before
+        # `python -m pgvault` imports the package of its working directory first
+        cwd = self.before if before else str(REPO)
+        cmd = [sys.executable, "-m", "pgvault", "--config", str(self.env.config_path), *args]
         start = time.perf_counter()
-        proc = self.env.cli(*args, "--json", timeout=1800, env=extra)
+        proc = subprocess.run(
+            [*cmd, "--json"], capture_output=True, text=True, cwd=cwd, env=dict(os.environ, **extra)
+        )
         elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"pgvault {' '.join(args)} ({cwd}) failed: {proc.stderr.strip()[-400:]}")
         out = json.loads(proc.stdout)
         if not before and "backups" in out:
             self.phases.append(out["backups"][0].get("timings") or {})
@@ -234,6 +238,9 @@ def main() -> None:
     before = str(Path(args.before_src).resolve()) if args.before_src else None
     if before:
         compileall.compile_dir(Path(before) / "pgvault", quiet=1)
+        check = [sys.executable, "-c", "import pgvault; print(pgvault.__file__)"]
+        where = subprocess.run(check, cwd=before, capture_output=True, text=True).stdout
+        assert where.startswith(before), f"--before-src {before} is not what runs: {where}"
     base = workdir("logical")
     (base / "env").mkdir()
     env = PgvaultEnv(

@@ -10,6 +10,7 @@ read as "file not found". The plain forms of `backup logical` skip typer and ric
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 FAST_COMMANDS = ("wal-archive", "wal-restore")
 _QUIET_FLAGS = ("-q", "--quiet", "-v", "-vv", "-vvv", "--verbose")
@@ -43,7 +44,7 @@ def main() -> int:
 
             code = logical_cmd.main(sys.argv[1:])
             if code is not None:
-                return code
+                _exit_now(code)
         if rest and rest[0] in FAST_COMMANDS and not {"-h", "--help"} & set(rest):
             if rest[0] == "wal-archive":
                 from pgvault.producers import wal_archive
@@ -54,7 +55,24 @@ def main() -> int:
             return wal_restore.main(rest[1:], config)
     from pgvault.cli import run
 
-    return run()
+    code = run()
+    if split is not None and split[1][:2] == ["restore", "logical"]:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End a finished short command without the interpreter's teardown: freeing every
+    module's objects (pydantic's schemas, psycopg, ...) took ~70 ms, a fifth of a small
+    database's whole backup. Nothing is left to it: the command has closed its catalog,
+    connections and files; logging and the standard streams are flushed here."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -223,6 +223,23 @@ class Bench:
         )
 
 
+# what `backup logical` imports (pgvault.producers.logical_cmd's path): the floor of its
+# fixed cost on this machine, before any connection or file
+IMPORTS = (
+    "import pgvault.config, pgvault.identity, pgvault.log, pgvault.catalog, "
+    "pgvault.catalog.queries, pgvault.catalog.runs, pgvault.producers.logical"
+)
+
+
+def floor(rounds: int) -> None:
+    """The interpreter, and the interpreter with what the command imports."""
+    bare = [run([sys.executable, "-c", "pass"]) for _ in range(rounds)]
+    imports = [run([sys.executable, "-c", IMPORTS], None) for _ in range(rounds)]
+    print(f"\nstart-up floor ({rounds} runs, {load()}):")
+    print(f"  {'python -c pass':<40} {fmt(bare)}")
+    print(f"  {'python + backup logical imports':<40} {fmt(imports)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=50)
@@ -267,6 +284,7 @@ def main() -> None:
         print(f"pgbench -i -s {args.scale}: {t:.1f} s; PostgreSQL {pg.one('SHOW server_version')}")
         print(f"start: {load()}")
         bench = Bench(env, pg, libpq, before)
+        floor(args.small_rounds)
         for db in (APP, MANY):
             bench.backup(db, args.small_rounds)
         for level in [6, *args.also_level]:

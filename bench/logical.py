@@ -164,6 +164,10 @@ class Bench:
             contenders["pgvault backup logical (before)"] = lambda: self.pgvault(
                 ["backup", "logical", "--db", db], before=True, level=level
             )
+        if db == APP:  # the floor of the fixed cost: the interpreter and those imports
+            contenders["python + the command's imports"] = lambda: run(
+                [sys.executable, "-c", IMPORTS]
+            )
         self.phases = []
         samples = interleave(self.pg, contenders, rounds)
         size = self.pg.one(f"SELECT pg_size_pretty(pg_database_size('{db}'))")
@@ -231,15 +235,6 @@ IMPORTS = (
 )
 
 
-def floor(rounds: int) -> None:
-    """The interpreter, and the interpreter with what the command imports."""
-    bare = [run([sys.executable, "-c", "pass"]) for _ in range(rounds)]
-    imports = [run([sys.executable, "-c", IMPORTS], None) for _ in range(rounds)]
-    print(f"\nstart-up floor ({rounds} runs, {load()}):")
-    print(f"  {'python -c pass':<40} {fmt(bare)}")
-    print(f"  {'python + backup logical imports':<40} {fmt(imports)}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=50)
@@ -284,7 +279,6 @@ def main() -> None:
         print(f"pgbench -i -s {args.scale}: {t:.1f} s; PostgreSQL {pg.one('SHOW server_version')}")
         print(f"start: {load()}")
         bench = Bench(env, pg, libpq, before)
-        floor(args.small_rounds)
         for db in (APP, MANY):
             bench.backup(db, args.small_rounds)
         for level in [6, *args.also_level]:

@@ -6,7 +6,9 @@ pg_dump has finished, and counts in it: the counts describe exactly the rows the
 holds. Tables under pgvault.pgtables.BIG_TABLE bytes are counted while pg_dump runs, a
 few hundred to a statement (cheap round trips that hide in pg_dump's own waits on the
 server); the big ones after pg_dump has finished, so that their scans do not take CPU
-from it (on a small host the two fought over the same cores).
+from it (on a small host the two fought over the same cores). Those are locked (ACCESS
+SHARE, as pg_dump locks every table) before pg_dump starts, so that no TRUNCATE or DROP
+slips in between pg_dump letting go of its locks and the count.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pgvault import pg
+from pgvault.pg import sql
 from pgvault.pgtables import TableRef, count_each, count_small, list_tables, split_by_size
 from pgvault.pgtools import run_tool
 from pgvault.progress import watch_file
@@ -57,6 +60,15 @@ def dump_in_snapshot(
     snapshot_at = datetime.now(UTC)
     refs = list_tables(conn)
     small, big = split_by_size(conn, refs)
+    if big:
+        # counted after pg_dump has let go of its locks: hold ours from now on, so that
+        # no TRUNCATE (not MVCC-safe) or DROP comes between the dump and the count
+        pg.fetch_all(
+            conn,
+            sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+                sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in big)
+            ),
+        )
     counts: dict[TableRef, int] = {}
     failure: list[BaseException] = []
 

@@ -1,31 +1,42 @@
 """Logical backup and restore cost: `pgvault backup logical` vs bare `pg_dump -Fc`, and
-`pgvault restore logical --jobs 2` vs bare `createdb` + `pg_restore -j 2`, on the same
-pgbench database (scale 50 by default), side by side and interleaved in one run.
+`pgvault restore logical --jobs 2` vs bare `createdb` + `pg_restore -j 2`, side by side
+and interleaved in one run, on a pgbench database (scale 50 by default) and on two small
+schemas where the fixed cost shows: a ~50-table application schema (Strapi-like) and a
+~400-table one with views, functions and a partitioned table (regression-like).
 
-    .venv/bin/python bench/logical.py [--scale 50] [--dump-rounds 3] [--restore-rounds 2]
-                                      [--also-level 1]
+    .venv/bin/python bench/logical.py [--scale 50] [--dump-rounds 5] [--small-rounds 7]
+        [--restore-rounds 2] [--also-level 1] [--before-src DIR]
 
-pgvault does more than the bare tools: it exports a snapshot and counts every table's
-rows in it (in parallel with pg_dump), checks the dump with `pg_restore --list`, hashes
-and fsyncs it and writes the manifest; on restore it copies the dump out of the spool
-while checking its sha256, restores into a staging database, counts every table and
-renames it into place. The ratio shows what that costs.
+--before-src DIR times a second pgvault source tree (e.g. `git archive main pgvault |
+tar -x -C DIR`) in the same rounds, so before and after meet the same load.
+
+pgvault does more than the bare tools: it exports a snapshot, counts every table's rows
+in it (after pg_dump, in the same snapshot), checks the archive (table of contents, every
+data block in place and complete), hashes and fsyncs it, writes the manifest and records
+the run in the catalog; on restore it copies the dump out of the spool while checking
+its sha256, restores into a staging database, counts every table and renames it into
+place. The ratio and the added seconds show what that costs. pgvault's modules are
+byte-compiled first, as an installed package's are.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from common import AMQP, PG_BIN, PgCluster, PgvaultEnv, cleanup, stats, workdir
+from common import AMQP, PG_BIN, REPO, PgCluster, PgvaultEnv, cleanup, stats, workdir
 from common import pgvault_for_postgres as pg_bin_for_postgres
 
-DB = "bench"
+BIG = "bench"
+APP = "app50"
+MANY = "reg400"
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> float:
@@ -43,67 +54,205 @@ def settle(pg: PgCluster) -> None:
     os.sync()
 
 
-def fmt_s(samples: list[float]) -> str:
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def app_schema(tables: int) -> str:
+    """An application schema: serial keys, text, jsonb, timestamps, a foreign key to the
+    previous table, an index on each, a few hundred rows in most."""
+    out = []
+    for i in range(tables):
+        fk = f", parent_id int REFERENCES t{i - 1}(id)" if i else ""
+        out.append(
+            f"CREATE TABLE t{i} (id serial PRIMARY KEY, name text NOT NULL, "
+            f"created_at timestamptz DEFAULT now(), payload jsonb, flag boolean{fk});"
+            f"CREATE INDEX t{i}_name ON t{i}(name);"
+            f"INSERT INTO t{i} (name, payload{', parent_id' if i else ''}) "
+            f"SELECT 'n' || g, jsonb_build_object('g', g){', 1' if i else ''} "
+            f"FROM generate_series(1, {1 + (i * 37) % 300}) g;"
+        )
+    return "\n".join(out)
+
+
+def many_schema(tables: int) -> str:
+    """Regression-like: many small tables, views, functions, a partitioned table."""
+    out = [app_schema(tables)]
+    out += [
+        f"CREATE VIEW v{i} AS SELECT id, name FROM t{i} WHERE flag;" for i in range(0, tables, 4)
+    ]
+    out += [
+        f"CREATE FUNCTION f{i}(x int) RETURNS int LANGUAGE plpgsql AS "
+        f"$$BEGIN RETURN x + {i}; END$$;"
+        for i in range(50)
+    ]
+    out.append("CREATE TABLE meas (k int, v text) PARTITION BY RANGE (k);")
+    out += [
+        f"CREATE TABLE meas_{i} PARTITION OF meas FOR VALUES FROM ({i * 100}) TO ({i * 100 + 100});"
+        for i in range(20)
+    ]
+    out.append("INSERT INTO meas SELECT g, 'x' FROM generate_series(0, 1999) g;")
+    return "\n".join(out)
+
+
+def fmt(samples: list[float]) -> str:
     s = stats(samples)
     return f"n={s['n']:.0f}  mean {s['mean']:6.2f} s  p50 {s['p50']:6.2f} s  max {s['max']:6.2f} s"
 
 
-def report(title: str, ours: list[float], theirs: list[float], names: tuple[str, str]) -> None:
-    s_ours, s_theirs = stats(ours), stats(theirs)
-    print(f"\n{title}")
-    print(f"  {names[0]:<44} {fmt_s(ours)}")
-    print(f"  {names[1]:<44} {fmt_s(theirs)}")
-    mean = (s_ours["mean"] / s_theirs["mean"] - 1) * 100
-    p50 = (s_ours["p50"] / s_theirs["p50"] - 1) * 100
-    print(f"  {'overhead':<44} mean {mean:+.1f} %, p50 {p50:+.1f} %  (target <= +10 %)")
-
-
-def bench_backup(
-    env: PgvaultEnv, pg: PgCluster, libpq: dict[str, str], out: Path, *, level: int, rounds: int
-) -> None:
-    """pgvault backup logical vs pg_dump -Fc at the same compression level, interleaved."""
-    ours, bare, phase = [], [], []
-    override = {"PGVAULT_POSTGRES__DUMP_COMPRESSION": str(level)}
+def interleave(
+    pg: PgCluster, contenders: dict[str, Callable[[], float]], rounds: int
+) -> dict[str, list[float]]:
+    """Each round runs every contender once, the order rotated round by round."""
+    names = list(contenders)
+    out: dict[str, list[float]] = {n: [] for n in names}
     for i in range(rounds):
-        for tool in ["pgvault", "bare"] if i % 2 == 0 else ["bare", "pgvault"]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             settle(pg)
-            if tool == "bare":
-                out.unlink(missing_ok=True)
-                cmd = [str(PG_BIN / "pg_dump"), "-Fc", f"-Z{level}", "-f", str(out), DB]
-                bare.append(run(cmd, libpq))
-            else:
-                start = time.perf_counter()
-                proc = env.cli(
-                    "backup", "logical", "--db", DB, "--json", timeout=1800, env=override
-                )
-                ours.append(time.perf_counter() - start)
-                phase.append(json.loads(proc.stdout)["backups"][0]["duration_s"])
-    default = " (pg_dump's default)" if level == 6 else ""
-    report(
-        f"backup of {DB}, gzip level {level}{default}, {rounds} rounds, alternating order:",
-        ours,
-        bare,
-        (f"pgvault backup logical (dump_compression={level})", f"pg_dump -Fc -Z{level} -f FILE"),
-    )
-    print(
-        f"  {'pgvault: snapshot + pg_dump + row counts':<44} {fmt_s(phase)}"
-        "  (the rest: interpreter start, checks, sha256, fsync, catalog)"
-    )
+            out[name].append(contenders[name]())
+    return out
+
+
+def report(title: str, samples: dict[str, list[float]], bare: str, target: str) -> None:
+    print(f"\n{title}")
+    base = stats(samples[bare])
+    for name, values in samples.items():
+        s = stats(values)
+        extra = ""
+        if name != bare:
+            extra = (
+                f"  ratio mean {s['mean'] / base['mean']:.2f}x p50 {s['p50'] / base['p50']:.2f}x"
+                f"  +{s['mean'] - base['mean']:.2f} s mean, +{s['p50'] - base['p50']:.2f} s p50"
+            )
+        print(f"  {name:<40} {fmt(values)}{extra}")
+    print(f"  target: {target}")
+
+
+class Bench:
+    def __init__(self, env: PgvaultEnv, pg: PgCluster, libpq: dict[str, str], before: str | None):
+        self.env, self.pg, self.libpq, self.before = env, pg, libpq, before
+        self.phases: list[dict[str, float]] = []
+
+    def pgvault(self, args: list[str], *, before: bool = False, level: int = 6) -> float:
+        extra = {"PGVAULT_POSTGRES__DUMP_COMPRESSION": str(level)}
+        # `python -m pgvault` imports the package of its working directory first
+        cwd = self.before if before else str(REPO)
+        cmd = [sys.executable, "-m", "pgvault", "--config", str(self.env.config_path), *args]
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [*cmd, "--json"], capture_output=True, text=True, cwd=cwd, env=dict(os.environ, **extra)
+        )
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"pgvault {' '.join(args)} ({cwd}) failed: {proc.stderr.strip()[-400:]}")
+        out = json.loads(proc.stdout)
+        if not before and "backups" in out:
+            self.phases.append(out["backups"][0].get("timings") or {})
+        return elapsed
+
+    def backup(self, db: str, rounds: int, level: int = 6) -> None:
+        out = self.env.base / "bare.dump"
+        pg_dump = [str(PG_BIN / "pg_dump"), "-Fc", f"-Z{level}", "-f", str(out), db]
+        contenders: dict[str, Callable[[], float]] = {
+            "pgvault backup logical": lambda: self.pgvault(
+                ["backup", "logical", "--db", db], level=level
+            ),
+            f"pg_dump -Fc -Z{level}": lambda: run(pg_dump, self.libpq),
+        }
+        if self.before:
+            contenders["pgvault backup logical (before)"] = lambda: self.pgvault(
+                ["backup", "logical", "--db", db], before=True, level=level
+            )
+        if db == APP:  # the floor of the fixed cost: the interpreter and those imports
+            contenders["python + the command's imports"] = lambda: run(
+                [sys.executable, "-c", IMPORTS]
+            )
+        self.phases = []
+        samples = interleave(self.pg, contenders, rounds)
+        size = self.pg.one(f"SELECT pg_size_pretty(pg_database_size('{db}'))")
+        tables = self.pg.one(
+            "SELECT count(*) FROM pg_class WHERE relkind IN ('r','p') "
+            "AND relnamespace = 'public'::regnamespace",
+            dbname=db,
+        )
+        report(
+            f"backup of {db} ({size}, {tables} tables), compression level {level}, "
+            f"{rounds} rounds, rotating order ({load()}):",
+            samples,
+            f"pg_dump -Fc -Z{level}",
+            "<= 1.10x pg_dump (big), <= pg_dump + 0.3 s (small)",
+        )
+        if self.phases:
+            keys = sorted({k for p in self.phases for k in p})
+            means = ", ".join(
+                f"{k} {sum(p.get(k, 0) for p in self.phases) / len(self.phases):.3f} s"
+                for k in keys
+            )
+            print(f"  pgvault phases (mean): {means}; the rest is start-up, catalog, fsync")
+
+    def restore(self, db: str, rounds: int) -> None:
+        out = self.env.base / "bare.dump"
+        run([str(PG_BIN / "pg_dump"), "-Fc", "-f", str(out), db], self.libpq)
+        self.env.cli("backup", "logical", "--db", db, timeout=1800)
+        self.env.drain()
+
+        def bare() -> float:
+            start = time.perf_counter()
+            run([str(PG_BIN / "createdb"), "bare_copy"], self.libpq)
+            run([str(PG_BIN / "pg_restore"), "-j", "2", "-d", "bare_copy", str(out)], self.libpq)
+            elapsed = time.perf_counter() - start
+            self.pg.sql("DROP DATABASE bare_copy")
+            return elapsed
+
+        def ours(before: bool = False) -> float:
+            args = ["restore", "logical", "--db", db, "--target-db", "ours_copy", "--jobs", "2"]
+            elapsed = self.pgvault(args, before=before)
+            self.pg.sql("DROP DATABASE ours_copy")
+            return elapsed
+
+        contenders: dict[str, Callable[[], float]] = {
+            "pgvault restore logical --jobs 2": ours,
+            "createdb + pg_restore -j 2": bare,
+        }
+        if self.before:
+            contenders["pgvault restore logical (before)"] = lambda: ours(before=True)
+        interleave(self.pg, contenders, 1)  # untimed warm-up
+        samples = interleave(self.pg, contenders, rounds)
+        report(
+            f"restore of {db} ({rounds} rounds after a warm-up, rotating order, {load()}):",
+            samples,
+            "createdb + pg_restore -j 2",
+            "as close to pg_restore as the row-count proof allows",
+        )
+
+
+# what `backup logical` imports (pgvault.producers.logical_cmd's path): the floor of its
+# fixed cost on this machine, before any connection or file
+IMPORTS = (
+    "import pgvault.config, pgvault.identity, pgvault.log, pgvault.catalog, "
+    "pgvault.catalog.queries, pgvault.catalog.runs, pgvault.producers.logical"
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=50)
-    parser.add_argument("--dump-rounds", type=int, default=3)
+    parser.add_argument("--dump-rounds", type=int, default=5)
+    parser.add_argument("--small-rounds", type=int, default=7)
     parser.add_argument("--restore-rounds", type=int, default=2)
-    parser.add_argument(
-        "--also-level",
-        type=int,
-        action="append",
-        default=[],
-        help="Also compare at this compression level (repeatable), e.g. 1.",
-    )
+    parser.add_argument("--small-tables", type=int, default=50)
+    parser.add_argument("--many-tables", type=int, default=400)
+    parser.add_argument("--also-level", type=int, action="append", default=[])
+    parser.add_argument("--before-src", help="Also time the pgvault package in this directory.")
     args = parser.parse_args()
+    compileall.compile_dir(REPO / "pgvault", quiet=1)
+    before = str(Path(args.before_src).resolve()) if args.before_src else None
+    if before:
+        compileall.compile_dir(Path(before) / "pgvault", quiet=1)
+        check = [sys.executable, "-c", "import pgvault; print(pgvault.__file__)"]
+        where = subprocess.run(check, cwd=before, capture_output=True, text=True).stdout
+        assert where.startswith(before), f"--before-src {before} is not what runs: {where}"
     base = workdir("logical")
     (base / "env").mkdir()
     env = PgvaultEnv(
@@ -114,67 +263,29 @@ def main() -> None:
         pg.initdb(None, {"shared_buffers": "256MB", "max_wal_size": "4GB"})
         pg.start()
         env.pg = pg
-        env.data["postgres"] = {
-            "host": "127.0.0.1",
-            "port": pg.port,
-            "user": "postgres",
-            "databases": [DB],
-        }
+        env.data["postgres"] = {"host": "127.0.0.1", "port": pg.port, "user": "postgres"}
         env.write_config()
         env.cli("init")
         libpq = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(pg.port), PGUSER="postgres")
-        pg.sql(f"CREATE DATABASE {DB}")
-        t = run([str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(args.scale), DB], libpq)
-        size = pg.one(f"SELECT pg_size_pretty(pg_database_size('{DB}'))")
-        print(f"pgbench -i -s {args.scale}: {t:.1f} s, database size {size}")
-        print(f"PostgreSQL {pg.one('SHOW server_version')}")
-
-        out = base / "bare.dump"
+        for db, body in (
+            (APP, app_schema(args.small_tables)),
+            (MANY, many_schema(args.many_tables)),
+        ):
+            pg.sql(f"CREATE DATABASE {db}")
+            with pg.connect(db) as conn:
+                conn.execute(body)
+        pg.sql(f"CREATE DATABASE {BIG}")
+        t = run([str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(args.scale), BIG], libpq)
+        print(f"pgbench -i -s {args.scale}: {t:.1f} s; PostgreSQL {pg.one('SHOW server_version')}")
+        print(f"start: {load()}")
+        bench = Bench(env, pg, libpq, before)
+        for db in (APP, MANY):
+            bench.backup(db, args.small_rounds)
         for level in [6, *args.also_level]:
-            bench_backup(env, pg, libpq, out, level=level, rounds=args.dump_rounds)
-        dumps = sorted((env.spool / "logical" / DB).iterdir())
-        print(
-            f"  dump sizes (last level): pgvault "
-            f"{dumps[-1].joinpath(DB + '.dump').stat().st_size >> 20} MiB, "
-            f"bare {out.stat().st_size >> 20} MiB"
-        )
-        out.unlink()
-        run([str(PG_BIN / "pg_dump"), "-Fc", "-f", str(out), DB], libpq)  # default level
-        # restore the default-level dump; pgvault restores the newest catalogued one
-        env.cli("backup", "logical", "--db", DB, timeout=1800)
-
-        env.drain(rounds=1)
-        ours_restore, bare_restore = [], []
-        timings = []
-        for i in range(-1, args.restore_rounds):  # round -1: untimed warm-up of both
-            pair = ["pgvault", "bare"] if i % 2 == 0 else ["bare", "pgvault"]
-            for tool in pair:
-                settle(pg)
-                if tool == "bare":
-                    start = time.perf_counter()
-                    run([str(PG_BIN / "createdb"), "bare_copy"], libpq)
-                    run([str(PG_BIN / "pg_restore"), "-j", "2", "-d", "bare_copy", str(out)], libpq)
-                    if i >= 0:
-                        bare_restore.append(time.perf_counter() - start)
-                    pg.sql("DROP DATABASE bare_copy")
-                else:
-                    start = time.perf_counter()
-                    proc = env.cli(
-                        "restore", "logical", "--db", DB, "--target-db", "ours_copy",
-                        "--jobs", "2", "--json", timeout=1800,
-                    )  # fmt: skip
-                    if i >= 0:
-                        ours_restore.append(time.perf_counter() - start)
-                        timings.append(json.loads(proc.stdout)["timings"])
-                    pg.sql("DROP DATABASE ours_copy")
-        report(
-            f"restore of {DB} ({args.restore_rounds} rounds after a warm-up, alternating order):",
-            ours_restore,
-            bare_restore,
-            ("pgvault restore logical --jobs 2", "createdb + pg_restore -j 2"),
-        )
-        for t in timings:
-            print("  pgvault phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+            bench.backup(BIG, args.dump_rounds, level)
+        for db in (APP, BIG):
+            bench.restore(db, args.restore_rounds)
+        print(f"\nend: {load()}")
     finally:
         env.close()
         cleanup(base)

@@ -95,6 +95,16 @@ def _candidates(name: str, major: int, bin_dir: str) -> list[str]:
     return out
 
 
+@functools.cache
+def _is_script(path: str) -> bool:
+    """A `#!` script (a wrapper), not the program itself."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
+
+
 def _fits(name: str, version: int, major: int) -> bool:
     return version == major or (name in NEWER_OK and version > major)
 
@@ -117,11 +127,18 @@ def versioned_tool(name: str, major: int, bin_dir: str = "", *, search: bool = F
                 f"postgres.bin_dir at PostgreSQL {major}'s programs"
             )
         return str(candidate)
-    found = [(tool_major(c), c) for c in _candidates(name, major, bin_dir)]
-    exact = [p for v, p in found if v == major]
+    # programs before wrapper scripts (Debian's /usr/bin/pg_dump is a Perl script that
+    # execs the real one: ~25 ms more on every run); asked one by one, so the first
+    # program of the exact version ends the search without running the others
+    found: list[tuple[int, str]] = []
+    for program in sorted(_candidates(name, major, bin_dir), key=_is_script):
+        version = tool_major(program)
+        if version == major:
+            return program
+        found.append((version, program))
     newer = sorted((v, p) for v, p in found if _fits(name, v, major) and v > major)
-    if exact or newer:
-        return exact[0] if exact else newer[0][1]
+    if newer:
+        return newer[0][1]
     seen = ", ".join(f"{v} ({p})" for v, p in found) or "none"
     raise PostgresError(
         f"PostgreSQL {major} needs {wanted} (found: {seen}): install PostgreSQL {major}'s"
@@ -144,6 +161,12 @@ def bin_dir_for(major: int, bin_dir: str = "", tool: str = "postgres") -> str:
             if all(os.access(folder / t, os.X_OK) for t in RESTORE_TOOLS):
                 return str(folder)
     return str(Path(versioned_tool(tool, major, bin_dir, search=True)).parent)
+
+
+def major_of_version(version: str | None) -> int | None:
+    """ "15.20" / "17devel" / "9.6.24" -> 15 / 17 / 9; None when unknown."""
+    m = re.match(r"\s*(\d+)", version or "")
+    return int(m.group(1)) if m else None
 
 
 def major_of(version_num: int | str | None) -> int | None:

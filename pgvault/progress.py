@@ -6,16 +6,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:  # rich is imported only when a terminal shows the progress
+    from rich.console import Console
 
 
 def interactive() -> bool:
@@ -25,6 +19,8 @@ def interactive() -> bool:
 def _console() -> Console:
     """Progress goes to stderr, the stream `interactive()` tested: with stdout redirected
     (`pgvault backup logical > report.txt`) the file gets no bars and no escapes."""
+    from rich.console import Console
+
     return Console(stderr=True)
 
 
@@ -34,6 +30,15 @@ def byte_progress(label: str, total: int | None = None) -> Iterator[Callable[[in
     if not interactive():
         yield lambda _n: None
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
     columns = [
         TextColumn("{task.description}"),
         BarColumn() if total else TextColumn(""),
@@ -58,7 +63,15 @@ def watch_file(
         return
     import threading
 
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     stop = threading.Event()
     sized = [BarColumn(), TimeRemainingColumn()] if total else []
@@ -97,7 +110,7 @@ def counter(label: str, unit: str) -> Iterator[Callable[[int], None]]:
     if not interactive():
         yield lambda _n: None
         return
-    from rich.progress import MofNCompleteColumn
+    from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("{task.description}"),

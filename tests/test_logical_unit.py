@@ -244,3 +244,34 @@ def test_restore_request_validation_and_table_names() -> None:
         resolve_tables(tables, ("shop.nope",))
     checks = compare({ORDERS: 3}, {ORDERS: 3, TableRef("x", "new"): 1}, None)
     assert [(c.name, c.ok) for c in checks] == [("orders", True), ("new", False)]
+
+
+def test_plain_backup_logical_command_lines_skip_typer() -> None:
+    """pgvault.__main__ runs these without typer; anything else is typer's to parse."""
+    from pgvault.producers.logical_cmd import parse
+
+    inv = parse(["-c", "/etc/p.toml", "-vv", "backup", "logical", "--db", "a", "--db=b", "--json"])
+    assert inv is not None
+    assert (str(inv.config), inv.verbose, inv.quiet, inv.dbs, inv.json_out) == (
+        "/etc/p.toml",
+        2,
+        False,
+        ["a", "b"],
+        True,
+    )
+    plain = parse(["--config=x.toml", "-q", "backup", "logical"])
+    assert plain is not None and plain.quiet and plain.dbs == [] and not plain.json_out
+    for typer_s in (
+        ["backup", "logical", "--help"],
+        ["backup", "logical", "--db"],
+        ["backup", "logical", "--db", "--json"],
+        ["backup", "logical", "--db="],
+        ["backup", "logical", "-v"],
+        ["backup", "logical", "extra"],
+        ["--version", "backup", "logical"],
+        ["backup", "physical"],
+        ["restore", "logical", "--db", "a"],
+        ["-c"],
+        [],
+    ):
+        assert parse(typer_s) is None, typer_s

@@ -14,14 +14,15 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from pgvault.errors import CatalogClusterMismatch, CatalogError
 from pgvault.timeutil import now_iso
 
-Migration = Callable[[sqlite_utils.Database], None]
+if TYPE_CHECKING:  # imported only when a migration runs: it costs a short command ~30 ms
+    import sqlite_utils
+
+Migration = Callable[["sqlite_utils.Database"], None]
 
 
 # Facts about a WAL file's content (pg_waldump, object metadata) and about a backup.
@@ -278,7 +279,8 @@ class CatalogDB:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
-            self.db = sqlite_utils.Database(conn)
+            self._conn = conn
+            self._db: sqlite_utils.Database | None = None
             self._migrate()
             self._check_cluster()
             self._keep_owner()
@@ -301,12 +303,27 @@ class CatalogDB:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        return self.db.conn
+        return self._conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The connection as a sqlite_utils Database (what the migrations use)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self._conn)
+        return self._db
 
     def close(self) -> None:
         self.conn.close()
 
     def _migrate(self) -> None:
+        try:  # the usual case, all applied: answered without sqlite_utils
+            done = {r[0] for r in self.conn.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError:  # no such table yet
+            done = set()
+        if all(name in done for name, _ in MIGRATIONS):
+            return
         self.db.table("_migrations").create(
             {"name": str, "applied_at": str}, pk="name", if_not_exists=True
         )

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from pgvault.cli.output import emit_json, human_bytes, table
+from pgvault.cli.output import emit_json, table
 
 DB_HELP = "Database to back up (repeatable; default: every one in postgres.databases)."
 
@@ -33,51 +33,20 @@ def backup_logical(
     """Dump databases with pg_dump (custom format) into the spool, with a manifest.
 
     Each dump runs inside an exported snapshot whose exact row counts go into
-    manifest.json; the dump is checked with pg_restore --list, fsynced, and the manifest
-    written last before the backup directory is renamed into spool_dir/logical/<db>/
-    (<db> percent-encoded outside [A-Za-z0-9_.-] and for a leading dot).
-    The producer then announces it to the upload, verify and catalog workers. One
-    database failing does not stop the others: each failure is one error line and a
-    `backup_failed` alert, and the exit code is 1.
+    manifest.json; the archive is read back (every data block in place and complete),
+    fsynced, and the manifest written last before the backup directory is renamed into
+    spool_dir/logical/<db>/ (<db> percent-encoded outside [A-Za-z0-9_.-] and for a
+    leading dot). The producer then announces it to the upload, verify and catalog
+    workers. One database failing does not stop the others: each failure is one error
+    line and a `backup_failed` alert, and the exit code is 1.
     """
-    from pgvault.broker import open_broker
-    from pgvault.catalog import open_catalog
     from pgvault.cli import state
-    from pgvault.errors import CatalogError
-    from pgvault.producers.logical import run_backups
+    from pgvault.producers.logical_cmd import backup_databases
 
-    settings = state(ctx).settings
-    dbs = _databases(ctx, db)  # each name is checked by its own backup: one bad name fails alone
-    try:
-        catalog = open_catalog(settings)
-    except CatalogError as exc:  # the dumps matter more than the record of them
-        typer.echo(f"pgvault: warning: {exc}; backing up without recording the runs", err=True)
-        catalog = None
-    try:
-        outcomes = run_backups(settings, dbs, catalog, lambda: open_broker(settings))
-    finally:
-        if catalog is not None:
-            catalog.close()
-    for o in outcomes:
-        if not o.ok:
-            _err(f"backup of {o.db} failed: {o.error}")
-    if json_out:
-        emit_json(
-            {
-                "cluster": settings.cluster,
-                "ok": all(o.ok for o in outcomes),
-                "backups": [o.as_json() for o in outcomes],
-            }
-        )
-    else:
-        for o in outcomes:
-            if o.ok:
-                typer.echo(
-                    f"{o.db}: {o.backup_id}  {human_bytes(o.size)}, {o.tables} tables, "
-                    f"{o.rows} rows, {o.duration_s:.1f}s -> {o.path}"
-                )
-    if not all(o.ok for o in outcomes):
-        raise typer.Exit(1)
+    # the plain forms of this command line skip typer (pgvault.__main__): same function
+    code = backup_databases(state(ctx).settings, db, json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 def _print_restore(report: Any) -> None:

@@ -5,14 +5,30 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+from pgvault.units import human_bytes
 
-# Piped output (cron mail, less, CI logs) gets wide lines instead of wrapped cells.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
-err_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_consoles: dict[str, Console] = {}
+
+
+def __getattr__(name: str) -> Console:
+    """`console` and `err_console`, made (and rich imported) on first use: a command
+    that prints no table does not pay for rich."""
+    if name not in ("console", "err_console"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _consoles:
+        from rich.console import Console
+
+        if name == "console":
+            # Piped output (cron mail, less, CI logs) gets wide lines, not wrapped cells.
+            _consoles[name] = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
+        else:
+            _consoles[name] = Console(stderr=True, highlight=False)
+    return _consoles[name]
 
 
 def emit_json(data: Any) -> None:
@@ -21,20 +37,14 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title=title, show_edge=False, box=None, pad_edge=False)
     for col in columns:
         t.add_column(col, no_wrap=True)
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
-    console.print(t)
+    __getattr__("console").print(t)
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return ""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+__all__ = ["emit_json", "human_bytes", "table"]

@@ -4,11 +4,16 @@ For one database:
 
 1. open a REPEATABLE READ transaction and `pg_export_snapshot()`;
 2. run `pg_dump --format=custom --snapshot=...` into a hidden directory
-   `spool_dir/logical/<db>/.<backup_id>.tmp/` (<db> encoded by `pgvault.dbname.encode`)
-   while the same transaction counts the rows of every table (so the counts describe
-   exactly the rows in the dump);
-3. check the dump with `pg_restore --list` (and that every non-empty table has data in it);
-4. fsync, write `manifest.json` last (the commit marker), rename the directory to
+   `spool_dir/logical/<db>/.<backup_id>.tmp/` (<db> encoded by `pgvault.dbname.encode`);
+3. the same transaction (so the dump's snapshot) counts the rows of every table: the
+   counts describe exactly the rows in the dump. Tables under 8 MiB are counted while
+   pg_dump runs, a few hundred to a statement (cheap round trips that hide in pg_dump's
+   own waits on the server); the big ones after pg_dump has finished, so their scans do
+   not take CPU from it (on a small host the two fought over the same cores);
+4. check the archive itself (`pgvault.pgdumpfile`: header, table of contents, every data
+   block at its offset and complete, data for every non-empty table; `pg_restore --list`
+   for archive versions that reader does not know);
+5. fsync, write `manifest.json` last (the commit marker), rename the directory to
    `<backup_id>` and fsync its parent. The spool watcher announces it from there.
 
 Any failure removes the hidden directory: the spool never holds half a backup. One
@@ -21,18 +26,15 @@ import contextlib
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pgvault import dbname, pg, spool
+from pgvault import dbname, pg, pgdumpfile, spool
 from pgvault import pgtoc as toc
-from pgvault.alerting import raise_alert
-from pgvault.broker.base import Broker
 from pgvault.catalog.db import CatalogDB
 from pgvault.catalog.queries import state_of
 from pgvault.catalog.runs import record_backup_run
@@ -41,10 +43,10 @@ from pgvault.dbprops import database_properties
 from pgvault.errors import BackupError, PgvaultError, SpoolError
 from pgvault.ids import unique_backup_id
 from pgvault.log import for_artifact
-from pgvault.pgtables import TableRef, count_all
+from pgvault.pgtables import TableRef
 from pgvault.pgtools import find_tool, libpq_env, run_tool
 from pgvault.producers.pgdump import TABLES_FILE, check_db_name, compression, tool_version
-from pgvault.progress import watch_file
+from pgvault.producers.snapshot_dump import dump_in_snapshot, sha256
 from pgvault.schemas.manifest import (
     MANIFEST_NAME,
     DatabaseInfo,
@@ -54,8 +56,10 @@ from pgvault.schemas.manifest import (
     TableCount,
     TablesFile,
 )
-from pgvault.storage.codec import sha256_file
 from pgvault.timeutil import iso
+
+if TYPE_CHECKING:  # the broker is opened (and imported) only to raise an alert
+    from pgvault.broker.base import Broker
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,8 @@ class DumpOutcome:
     rows: int = 0
     duration_s: float = 0.0
     error: str | None = None
+    # where the time went: pg_dump, the row counts after it, the archive check + sha256
+    timings: dict[str, float] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,28 +107,14 @@ class LogicalBackup:
         self.root = settings.spool_dir / "logical"
         self._tools: dict[str, Any] | None = None
 
-    def tools(self) -> dict[str, Any]:
+    def tools(self, server_major: int) -> dict[str, Any]:
+        """pg_dump of the server's major version (or newer) and its version; found once
+        per process. pg_restore is looked up only when the archive check needs it."""
         if self._tools is None:
-            bin_dir = self.settings.postgres.bin_dir
-            server_major = self._server_major()
-            pg_dump = find_tool("pg_dump", bin_dir, server_major)
+            pg_dump = find_tool("pg_dump", self.settings.postgres.bin_dir, server_major)
             version, major = tool_version(pg_dump)
-            self._tools = {
-                "pg_dump": pg_dump,
-                "pg_restore": find_tool("pg_restore", bin_dir, server_major),
-                "version": version,
-                "major": major,
-            }
+            self._tools = {"pg_dump": pg_dump, "version": version, "major": major}
         return self._tools
-
-    def _server_major(self) -> int | None:
-        """The server's major version, to pick its own pg_dump; None when the server
-        cannot be asked now (the dump then reports the connection failure itself)."""
-        try:
-            with pg.connect(self.settings.postgres) as conn:
-                return pg.server_version_num(conn) // 10000
-        except PgvaultError:
-            return None
 
     def run(self, db: str) -> DumpOutcome:
         """Back up one database; never raises for a failure of this database."""
@@ -157,7 +149,6 @@ class LogicalBackup:
     def _run(self, db: str) -> DumpOutcome:
         check_db_name(db)
         enc = dbname.encode(db)  # spool directory, dump file and object keys
-        tools = self.tools()
         db_dir = self.root / enc
         with _db_lock(self.root, enc):
             backup_id, started = self._new_id(enc, db_dir)
@@ -166,7 +157,7 @@ class LogicalBackup:
             new_dir = not db_dir.exists()
             work.mkdir(mode=0o750, parents=True)
             try:
-                manifest = self._dump(db, backup_id, started, work, tools)
+                manifest, timings = self._dump(db, backup_id, started, work)
                 final = db_dir / backup_id
                 os.rename(work, final)
                 spool.fsync_dir(db_dir)
@@ -194,6 +185,7 @@ class LogicalBackup:
             tables=manifest.table_count,
             rows=manifest.row_count,
             duration_s=manifest.duration_s,
+            timings=timings,
         )
 
     def _server(
@@ -219,56 +211,37 @@ class LogicalBackup:
         return server_num, server_version, dbinfo
 
     def _dump(
-        self, db: str, backup_id: str, started: datetime, work: Path, tools: dict[str, Any]
-    ) -> LogicalManifest:
+        self, db: str, backup_id: str, started: datetime, work: Path
+    ) -> tuple[LogicalManifest, dict[str, float]]:
         ps = self.settings.postgres
         dump = work / f"{dbname.encode(db)}.dump"
-        compress, comp_meta = compression(tools["major"], ps.dump_compression)
         with pg.connect(ps, db) as conn:
+            tools = self.tools(pg.server_version_num(conn) // 10000)
+            compress, comp_meta = compression(tools["major"], ps.dump_compression)
             server_num, server_version, dbinfo = self._server(conn, tools)
             props = database_properties(conn, db)  # issue 16 §3: what --create would carry
             # the progress bar's total (the dump is compressed: an upper bound)
             db_bytes = pg.fetch_value(conn, "SELECT pg_database_size(current_database())")
-            # like pg_dump's own session: no server-side timeouts for the snapshot holder
-            pg.fetch_all(conn, "SET idle_in_transaction_session_timeout = 0")
-            pg.fetch_all(conn, "SET statement_timeout = 0")
-            pg.fetch_all(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            snapshot = str(pg.fetch_value(conn, "SELECT pg_export_snapshot()"))
-            snapshot_at = datetime.now(UTC)
-            counts: dict[TableRef, int] = {}
-            failure: list[BaseException] = []
-
-            def count() -> None:
-                try:
-                    # one core is plenty: counting finishes long before pg_dump does
-                    pg.fetch_all(conn, "SET LOCAL max_parallel_workers_per_gather = 0")
-                    pg.fetch_all(conn, "SET LOCAL jit = off")  # compiling costs more here
-                    counts.update(count_all(conn))
-                except BaseException as exc:
-                    failure.append(exc)
-
-            counter = threading.Thread(target=count, name=f"count-{db}", daemon=True)
-            counter.start()
-            try:
-                args = [
-                    tools["pg_dump"],
-                    "--format=custom",
-                    f"--compress={compress}",
-                    f"--snapshot={snapshot}",
-                    f"--file={dump}",
-                    "--no-password",
-                ]
-                with watch_file(f"pg_dump {db}", lambda: _size(dump), total=db_bytes):
-                    run_tool(args, env=libpq_env(ps.host, ps.port, ps.user, db), what="pg_dump")
-                finished = datetime.now(UTC)
-            finally:
-                counter.join()
-            if failure:
-                raise failure[0]
-            pg.fetch_all(conn, "COMMIT")
-        self._check_dump(tools["pg_restore"], dump, counts)
+            args = [
+                tools["pg_dump"],
+                "--format=custom",
+                f"--compress={compress}",
+                "--no-password",
+            ]
+            env = libpq_env(ps.host, ps.port, ps.user, db)
+            done = dump_in_snapshot(conn, args, dump, env=env, label=db, total=db_bytes)
+        timings = done.timings
+        counts, snapshot, snapshot_at, finished = (
+            done.counts,
+            done.snapshot,
+            done.snapshot_at,
+            done.finished,
+        )
+        mark = time.monotonic()
+        self._check_dump(dump, counts, tools)
         spool.fsync_tree(work)
-        digest = sha256_file(dump)
+        digest = sha256(dump)
+        timings["check_s"] = _since(mark)
         tables = [
             TableCount(schema_name=t.schema, name=t.name, rows=n) for t, n in sorted(counts.items())
         ]
@@ -279,7 +252,7 @@ class LogicalBackup:
             # they travel in their own (encrypted) file, the manifest stays plain
             body = TablesFile(tables=tables).model_dump_json(by_alias=True, indent=1)
             spool.write_atomic(work / TABLES_FILE, body.encode())
-            tdigest = sha256_file(work / TABLES_FILE)
+            tdigest = sha256(work / TABLES_FILE)
             files.append(ManifestFile(name=TABLES_FILE, size=tdigest.size, sha256=tdigest.sha256))
             tables_file = TABLES_FILE
         manifest = LogicalManifest(
@@ -308,25 +281,27 @@ class LogicalBackup:
             tables_file=tables_file,
         )
         spool.write_atomic(work / MANIFEST_NAME, manifest.to_json())
-        return manifest
+        return manifest, timings
 
-    def _check_dump(self, pg_restore: str, dump: Path, counts: dict[TableRef, int]) -> None:
-        """The archive must be readable and hold data for every non-empty table."""
-        listing = run_tool(
-            [pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list check"
-        ).stdout
+    def _check_dump(self, dump: Path, counts: dict[TableRef, int], tools: dict[str, Any]) -> None:
+        """The archive must be complete and hold data for every non-empty table: read
+        directly (pgvault.pgdumpfile), or by `pg_restore --list` for an archive version
+        that reader does not know."""
         non_empty = [t for t, n in counts.items() if n > 0]
-        lacking = set(non_empty) - toc.data_tables(toc.parse(listing), non_empty)
+        try:
+            archive = pgdumpfile.read_archive(dump)
+            pgdumpfile.check_blocks(dump, archive)
+            have = archive.data_tables()
+        except pgdumpfile.UnsupportedArchive:
+            pg_restore = find_tool("pg_restore", self.settings.postgres.bin_dir, tools["major"])
+            listing = run_tool(
+                [pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list check"
+            ).stdout
+            have = toc.data_tables(toc.parse(listing), non_empty)
+        lacking = set(non_empty) - have
         if lacking:
             names = ", ".join(sorted(t.qualified for t in lacking)[:5])
             raise BackupError(f"the dump has no data for table(s) {names}; not keeping it")
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _since(start: float) -> float:
@@ -364,6 +339,8 @@ def run_backups(
             except PgvaultError as exc:
                 log.warning("backup of %s not recorded in the catalog: %s", db, exc)
         if not outcome.ok:
+            from pgvault.alerting import raise_alert
+
             if broker is None and broker_factory is not None:
                 with contextlib.suppress(PgvaultError):
                     broker = broker_factory()

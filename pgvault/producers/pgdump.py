@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pgvault import dbname
+from pgvault import dbname, pgtools
 from pgvault.errors import BackupError
 from pgvault.pgtools import run_tool
 
-_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_VERSION_RE = re.compile(r"(\d+)(?:\.(\d+))?")
 
 TABLES_FILE = "tables.json"
 
@@ -21,12 +21,14 @@ def check_db_name(name: str) -> str:
 
 
 def tool_version(path: str) -> tuple[str, int]:
-    """('15.20', 15) from `pg_dump --version`."""
-    out = run_tool([path, "--version"]).stdout
-    m = _VERSION_RE.search(out)
+    """('15.20', 15) from `pg_dump --version`, asked once per process (the look-up of
+    the server's own pg_dump has usually asked already: pgvault.pgtools.tool_version)."""
+    version = pgtools.tool_version(path)
+    m = _VERSION_RE.fullmatch(version)
     if not m:
+        out = run_tool([path, "--version"]).stdout
         raise BackupError(f"cannot read the version of {path} ({out.strip()[:60]!r})")
-    return (f"{m.group(1)}.{m.group(2)}" if m.group(2) else m.group(1)), int(m.group(1))
+    return version, int(m.group(1))
 
 
 def compression(pg_dump_major: int, level: int) -> tuple[str, dict[str, Any]]:

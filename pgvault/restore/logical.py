@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pgvault import dbprops, pg, pgtables, pgtoc
+from pgvault import dbprops, pg, pgdumpfile, pgtables, pgtoc, pgtools
 from pgvault.catalog.backups import pick_logical
 from pgvault.catalog.db import CatalogDB
 from pgvault.config import Settings
@@ -178,7 +178,7 @@ def load_database(
         start = time.monotonic()
         alog.info("pg_restore --jobs %d into staging database %s", req.jobs, staging)
         args = [
-            find_tool("pg_restore", settings.postgres.bin_dir),
+            _pg_restore(settings, manifest),
             f"--jobs={req.jobs}",
             "--no-password",
             f"--dbname={dbops.dbname_arg(staging)}",
@@ -192,7 +192,7 @@ def load_database(
                 f"{dbops.first_error(proc.stderr)}"
             )
         start = time.monotonic()
-        tree = pgtoc.partitions(_toc(settings, dump))
+        tree = _partitions(settings, dump, manifest)
         expected = manifest_counts(manifest)
         with pg.connect(settings.postgres, staging, options="-c jit=off") as sconn:
             restored = pgtables.count_all(sconn)
@@ -200,20 +200,19 @@ def load_database(
             add_tree_counts(
                 report.tables, tree, expected, lambda t: pgtables.count_through(sconn, t)
             )
-        if props:
-            with dbops.maintenance(settings) as conn:
+        with dbops.maintenance(settings) as conn:  # one session: properties, then the swap
+            if props:
                 report.skipped += dbprops.apply_properties(conn, staging, props)
                 actual = dbprops.database_properties(conn, staging)
-            report.database_differences = dbprops.differences(props, dict(actual))
-        report.timings["check_s"] = _since(start)
-        if report.mismatches or report.database_differences:
-            report.error = (
-                f"row counts differ from the manifest in {len(report.mismatches)} table(s), "
-                f"{len(report.database_differences)} database propert(ies) differ; "
-                f"{req.target_db} left as it was"
-            )
-            return
-        with dbops.maintenance(settings) as conn:
+                report.database_differences = dbprops.differences(props, dict(actual))
+            report.timings["check_s"] = _since(start)
+            if report.mismatches or report.database_differences:
+                report.error = (
+                    f"row counts differ from the manifest in {len(report.mismatches)} "
+                    f"table(s), {len(report.database_differences)} database propert(ies) "
+                    f"differ; {req.target_db} left as it was"
+                )
+                return
             if pg.database_exists(conn, req.target_db):
                 if not req.clean:
                     raise RestoreError(f"target database {req.target_db} appeared meanwhile")
@@ -243,8 +242,8 @@ def load_tables(
 ) -> None:
     alog = for_artifact(log, f"logical/{report.backup}")
     wanted = resolve_tables(manifest.tables or [], req.tables)
-    pg_restore = find_tool("pg_restore", settings.postgres.bin_dir)
-    entries = _toc(settings, dump)
+    pg_restore = _pg_restore(settings, manifest)
+    entries = _toc(settings, dump, manifest)
     with dbops.maintenance(settings) as conn:
         existed = pg.database_exists(conn, req.target_db)
         if existed and req.target_db != req.db and not req.clean:
@@ -312,7 +311,7 @@ def _check_tables(
     report.large_objects = largeobjects.restore_referenced(
         settings,
         dump,
-        pg_restore=find_tool("pg_restore", settings.postgres.bin_dir),
+        pg_restore=_pg_restore(settings, manifest),
         entries=entries,
         target=report.target_db,
         tables=wanted,
@@ -338,8 +337,27 @@ def _check_tables(
         )
 
 
-def _toc(settings: Settings, dump: Path) -> list[pgtoc.TocEntry]:
-    pg_restore = find_tool("pg_restore", settings.postgres.bin_dir)
+def _pg_restore(settings: Settings, manifest: LogicalManifest) -> str:
+    """pg_restore of the dumping pg_dump's major version or newer (what can read the
+    archive), the program itself rather than a wrapper script where both exist."""
+    major = pgtools.major_of_version(manifest.pg_dump_version)
+    return find_tool("pg_restore", settings.postgres.bin_dir, major)
+
+
+def _partitions(
+    settings: Settings, dump: Path, manifest: LogicalManifest
+) -> dict[pgtables.TableRef, list[pgtables.TableRef]]:
+    """Partitioned table -> partitions, read from the archive's table of contents
+    (pg_restore --list only for an archive version pgvault.pgdumpfile does not know)."""
+    try:
+        return pgdumpfile.read_archive(dump).partitions()
+    except (pgdumpfile.UnsupportedArchive, pgdumpfile.DumpFormatError):
+        # pg_restore has just read this archive: let it list it too
+        return pgtoc.partitions(_toc(settings, dump, manifest))
+
+
+def _toc(settings: Settings, dump: Path, manifest: LogicalManifest) -> list[pgtoc.TocEntry]:
+    pg_restore = _pg_restore(settings, manifest)
     listing = run_tool([pg_restore, "--list", "--verbose", str(dump)], what="pg_restore --list")
     return pgtoc.parse(listing.stdout)
 

@@ -25,6 +25,7 @@ __all__ = [
     "PgvaultEnv",
     "as_postgres",
     "chown_pg",
+    "pg_ctl_start_cmd",
     "pgvault_for_postgres",
     "stats",
     "workdir",
@@ -40,6 +41,11 @@ def workdir(name: str) -> Path:
 def cleanup(base: Path) -> None:
     if not os.environ.get("PGVAULT_BENCH_KEEP"):
         shutil.rmtree(base, ignore_errors=True)
+
+
+def pg_ctl_start_cmd(datadir: Path, log: Path) -> list[str]:
+    """`pg_ctl start` of a restored cluster, waiting up to an hour (its recovery replays WAL)."""
+    return [str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-l", str(log), "-w", "-t", "3600", "start"]
 
 
 def stats(samples: list[float]) -> dict[str, float]:

@@ -31,7 +31,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import AMQP, PG_BIN, PgCluster, PgvaultEnv, as_postgres, chown_pg, cleanup, workdir
+from common import (
+    AMQP,
+    PG_BIN,
+    PgCluster,
+    PgvaultEnv,
+    as_postgres,
+    chown_pg,
+    cleanup,
+    pg_ctl_start_cmd,
+    workdir,
+)
 from common import pgvault_for_postgres as pgvault_bin
 from wal_archive import pgbackrest_setup
 
@@ -56,6 +66,26 @@ def timed_as_postgres(args: list[str], env: dict[str, str] | None = None) -> flo
     if proc.returncode != 0:
         sys.exit(f"{args[0]} failed: {proc.stderr[-2000:]}")
     return elapsed
+
+
+def pgbench_to_target(
+    pg: PgCluster, libpq: dict[str, str], transactions: int
+) -> tuple[int, str, int]:
+    """pgbench (2 clients, `transactions` each), then a recovery target after it, archived.
+
+    Returns the WAL bytes pgbench wrote, the target time and the balance expected at it.
+    """
+    lsn0 = pg.one("SELECT pg_current_wal_lsn()")
+    timed_as_postgres(
+        [str(PG_BIN / "pgbench"), "-n", "-c", "2", "-t", str(transactions), "postgres"], libpq
+    )
+    wal_bytes = int(pg.one("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)))
+    time.sleep(1)
+    target = pg.one("SELECT clock_timestamp()").isoformat()
+    expected = int(pg.one("SELECT sum(abalance) FROM pgbench_accounts"))
+    pg.sql("SELECT txid_current()")
+    pg.wait_archived(pg.switch_wal(), 600)
+    return wal_bytes, target, expected
 
 
 def child_cpu() -> float:
@@ -235,25 +265,7 @@ def main() -> None:
             return
         env.start_pipeline()
 
-        lsn0 = pg.one("SELECT pg_current_wal_lsn()")
-        timed_as_postgres(
-            [
-                str(PG_BIN / "pgbench"),
-                "-n",
-                "-c",
-                "2",
-                "-t",
-                str(args.transactions // 2),
-                "postgres",
-            ],
-            libpq,
-        )
-        wal_bytes = int(pg.one("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)))
-        time.sleep(1)
-        target = pg.one("SELECT clock_timestamp()").isoformat()
-        expected = int(pg.one("SELECT sum(abalance) FROM pgbench_accounts"))
-        pg.sql("SELECT txid_current()")
-        pg.wait_archived(pg.switch_wal(), 600)
+        wal_bytes, target, expected = pgbench_to_target(pg, libpq, args.transactions // 2)
         print(
             f"\nWAL after the backups: {wal_bytes / 2**20:.0f} MiB ({args.transactions} "
             "pgbench transactions)"
@@ -316,19 +328,7 @@ def main() -> None:
         with (rest_dir / "postgresql.auto.conf").open("a") as fh:
             fh.write(f"port = {port}\nunix_socket_directories = '{sock}'\narchive_mode = off\n")
         t0 = time.perf_counter()
-        as_postgres(
-            [
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(rest_dir),
-                "-l",
-                str(sock / "log"),
-                "-w",
-                "-t",
-                "3600",
-                "start",
-            ]
-        )
+        as_postgres(pg_ctl_start_cmd(rest_dir, sock / "log"))
         while True:
             proc = as_postgres(
                 [

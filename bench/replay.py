@@ -30,9 +30,19 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import AMQP, PG_BIN, PgCluster, PgvaultEnv, as_postgres, chown_pg, cleanup, workdir
+from common import (
+    AMQP,
+    PG_BIN,
+    PgCluster,
+    PgvaultEnv,
+    as_postgres,
+    chown_pg,
+    cleanup,
+    pg_ctl_start_cmd,
+    workdir,
+)
 from common import pgvault_for_postgres as pgvault_bin
-from physical import balance, show, stop, timed_as_postgres
+from physical import balance, pgbench_to_target, show, stop, timed_as_postgres
 from wal_archive import pgbackrest_setup
 
 CP_FLOOR = "floor: untar + cp restore_command"
@@ -42,19 +52,7 @@ REDO_FLOOR = "floor: untar, WAL pre-placed (redo only)"
 def start_and_wait(datadir: Path, sock: Path, port: int) -> float:
     """pg_ctl start, then poll until recovery is over; seconds from the start."""
     t0 = time.perf_counter()
-    proc = as_postgres(
-        [
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(datadir),
-            "-l",
-            str(sock / "log"),
-            "-w",
-            "-t",
-            "3600",
-            "start",
-        ]
-    )
+    proc = as_postgres(pg_ctl_start_cmd(datadir, sock / "log"))
     if proc.returncode != 0:
         raise SystemExit(
             f"pg_ctl start failed: {proc.stderr}\n{(sock / 'log').read_text()[-3000:]}"
@@ -99,6 +97,18 @@ def recovery_settings(datadir: Path, sock: Path, port: int, target: str, command
     chown_pg(datadir)
 
 
+def replay_and_check(
+    datadir: Path, sock: Path, port: int, t_files: float
+) -> tuple[float, float, int]:
+    """Start the restored cluster, read its balance, drop it: (total, replay seconds, balance)."""
+    t_replay = start_and_wait(datadir, sock, port)
+    got = balance(str(sock), port)
+    stop(datadir)
+    shutil.rmtree(datadir)
+    shutil.rmtree(sock)
+    return t_files + t_replay, t_replay, got
+
+
 def floor(
     base: Path, bare: Path, wal_src: Path, target: str, port: int, *, preplace: bool
 ) -> tuple[float, float, int]:
@@ -118,12 +128,7 @@ def floor(
     command = "false" if preplace else f"cp {wal_src}/%f %p"
     recovery_settings(datadir, sock, port, target.replace("T", " "), command)
     t_files = time.perf_counter() - t0
-    t_replay = start_and_wait(datadir, sock, port)
-    got = balance(str(sock), port)
-    stop(datadir)
-    shutil.rmtree(datadir)
-    shutil.rmtree(sock)
-    return t_files + t_replay, t_replay, got
+    return replay_and_check(datadir, sock, port, t_files)
 
 
 def pgbackrest_restore(base: Path, conf: Path, target: str, port: int) -> tuple[float, float, int]:
@@ -142,12 +147,7 @@ def pgbackrest_restore(base: Path, conf: Path, target: str, port: int) -> tuple[
     )
     with (datadir / "postgresql.auto.conf").open("a") as fh:
         fh.write(f"port = {port}\nunix_socket_directories = '{sock}'\narchive_mode = off\n")
-    t_replay = start_and_wait(datadir, sock, port)
-    got = balance(str(sock), port)
-    stop(datadir)
-    shutil.rmtree(datadir)
-    shutil.rmtree(sock)
-    return t_files + t_replay, t_replay, got
+    return replay_and_check(datadir, sock, port, t_files)
 
 
 def pgvault_restore(
@@ -224,25 +224,7 @@ def main() -> None:
             ],
             libpq,
         )
-        lsn0 = pg.one("SELECT pg_current_wal_lsn()")
-        timed_as_postgres(
-            [
-                str(PG_BIN / "pgbench"),
-                "-n",
-                "-c",
-                "2",
-                "-t",
-                str(args.transactions // 2),
-                "postgres",
-            ],
-            libpq,
-        )
-        wal_bytes = int(pg.one("SELECT pg_current_wal_lsn() - %s::pg_lsn", (lsn0,)))
-        time.sleep(1)
-        target = pg.one("SELECT clock_timestamp()").isoformat()
-        expected = int(pg.one("SELECT sum(abalance) FROM pgbench_accounts"))
-        pg.sql("SELECT txid_current()")
-        pg.wait_archived(pg.switch_wal(), 600)
+        wal_bytes, target, expected = pgbench_to_target(pg, libpq, args.transactions // 2)
         env.wait_for(lambda: all(r["state"] == "verified" for r in env.wal_rows()), 900, "WAL")
         env.stop_pipeline()
         pg.stop()

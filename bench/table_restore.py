@@ -19,7 +19,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import AMQP, PG_BIN, PgCluster, PgvaultEnv, as_postgres, chown_pg, cleanup, workdir
+from common import (
+    AMQP,
+    PG_BIN,
+    PgCluster,
+    PgvaultEnv,
+    as_postgres,
+    chown_pg,
+    cleanup,
+    pg_ctl_start_cmd,
+    workdir,
+)
 from common import pgvault_for_postgres as pgvault_bin
 from physical import timed_as_postgres
 from wal_archive import pgbackrest_setup
@@ -170,19 +180,7 @@ def main() -> None:
             port = pg.port + 1
             with (rdir / "postgresql.auto.conf").open("a") as fh:
                 fh.write(f"port = {port}\nunix_socket_directories = '{sock}'\narchive_mode = off\n")
-            timed_as_postgres(
-                [
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(rdir),
-                    "-l",
-                    str(sock / "log"),
-                    "-w",
-                    "-t",
-                    "3600",
-                    "start",
-                ]
-            )
+            timed_as_postgres(pg_ctl_start_cmd(rdir, sock / "log"))
             while psql(str(sock), port, "postgres", "SELECT pg_is_in_recovery()") != "f":
                 time.sleep(0.5)
             got = psql(str(sock), port, "small", COUNT)

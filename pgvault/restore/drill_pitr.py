@@ -96,9 +96,11 @@ def drill_pitr(
             server.stop("immediate")
             shutil.rmtree(server.socket_dir, ignore_errors=True)
         shutil.rmtree(target_dir, ignore_errors=True)
-    _record_and_alert(
-        settings, catalog, broker, target=target, backup_id=backup_id, started=started, ok=ok,
-        details=details,
+    record_and_alert(
+        settings, catalog, broker, kind="pitr", target=target.isoformat(), backup_id=backup_id,
+        started=started, ok=ok, details=details,
+        summary=f"PITR drill to {target.isoformat()} failed: {details.get('error')}",
+        action="run `pgvault drill pitr -v` and read the restored server log",
     )  # fmt: skip
     return DrillResult(ok, target.isoformat(), backup_id, round(time.monotonic() - t0, 2), details)
 
@@ -157,21 +159,25 @@ def _restore_and_prove(
     return result.backup_id
 
 
-def _record_and_alert(
+def record_and_alert(
     settings: Settings,
     catalog: CatalogDB,
     broker: Broker | None,
     *,
-    target: datetime,
+    kind: str,
+    target: str,
     backup_id: str,
     started: datetime,
     ok: bool,
     details: dict[str, Any],
+    summary: str,
+    action: str,
 ) -> None:
+    """Record a drill in the catalog; a failed one also raises a critical `drill_failed` alert."""
     record_drill(
         catalog,
-        kind="pitr",
-        target=target.isoformat(),
+        kind=kind,
+        target=target,
         backup=backup_id,
         started_at=started,
         finished_at=datetime.now(UTC),
@@ -184,7 +190,7 @@ def _record_and_alert(
             broker,
             severity="critical",
             check="drill_failed",
-            subject="pitr",
-            summary=f"PITR drill to {target.isoformat()} failed: {details.get('error')}",
-            action="run `pgvault drill pitr -v` and read the restored server log",
+            subject=kind,
+            summary=summary,
+            action=action,
         )

@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pgvault import pg, pgtables
-from pgvault.alerting import raise_alert
 from pgvault.broker.base import Broker
 from pgvault.catalog.db import CatalogDB
-from pgvault.catalog.runs import record_drill
 from pgvault.config import Settings
 from pgvault.errors import PgvaultError, RestoreError
 from pgvault.restore import dbops
-from pgvault.restore.drill_pitr import pick_target
+from pgvault.restore.drill_pitr import pick_target, record_and_alert
 from pgvault.restore.logical_report import RestoreReport
 from pgvault.restore.rowdigest import row_digest
 from pgvault.restore.scratch import Scratch
@@ -122,24 +120,17 @@ def drill_table(
     finally:
         dbops.drop_quietly(settings, target_db)
     duration = round(time.monotonic() - t0, 2)
-    record_drill(
+    record_and_alert(
+        settings,
         catalog,
+        broker,
         kind="table",
         target=target or started.isoformat(),
-        backup=backup_id,
-        started_at=started,
-        finished_at=datetime.now(UTC),
-        result="ok" if ok else "failed",
+        backup_id=backup_id,
+        started=started,
+        ok=ok,
         details=details,
+        summary=f"table drill of {details.get('table')} in {db} failed: {details.get('error')}",
+        action="run `pgvault drill table -v` and read the scratch server log",
     )
-    if not ok:
-        raise_alert(
-            settings,
-            broker,
-            severity="critical",
-            check="drill_failed",
-            subject="table",
-            summary=f"table drill of {details.get('table')} in {db} failed: {details['error']}",
-            action="run `pgvault drill table -v` and read the scratch server log",
-        )
     return {"ok": ok, "duration_s": duration, "backup_id": backup_id, **details}

@@ -8,7 +8,6 @@ import typer
 
 from pgvault.cli.catalog import _catalog, _short_time
 from pgvault.cli.output import emit_json, human_bytes
-from pgvault.errors import UsageError
 
 if TYPE_CHECKING:
     from pgvault.catalog.restorable import LogicalOption
@@ -77,20 +76,13 @@ def restorable_cmd(
     With --at T: yes and the plan (base backup, WAL segments, the command), or no and the
     nearest restorable points, with the data-loss bound of each logical fallback.
     """
-    from pgvault.ids import parse_time, utc_note
+    from pgvault.cli.table import parse_at
 
     cat = _catalog(ctx)
     if at is None:
         _show_windows(cat, json_out)
         return
-    try:
-        when = parse_time(at)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    note = utc_note(at)
-    if note and not json_out:
-        typer.echo(note, err=True)
-    if not _show_answer(cat, when, json_out):
+    if not _show_answer(cat, parse_at(at, json_out), json_out):
         raise typer.Exit(1)
 
 

@@ -20,7 +20,8 @@ SCRATCH_HELP = "Where the private scratch cluster goes (default: the system temp
 OWNER_HELP = "OS user that owns and runs the scratch cluster (when pgvault runs as root)."
 
 
-def _when(at: str, json_out: bool) -> datetime:
+def parse_at(at: str, json_out: bool) -> datetime:
+    """--at as a UTC time (a UsageError if it does not parse); notes a zone-less one on stderr."""
     from pgvault.errors import UsageError
     from pgvault.ids import parse_time, utc_note
 
@@ -117,7 +118,7 @@ def restore_table(
 
     req = TableRestoreRequest(
         db=db,
-        at=_when(at, json_out),
+        at=parse_at(at, json_out),
         target_db=target_db,
         tables=tuple(table),
         target_table=target_table,
@@ -148,7 +149,7 @@ def restore_database(
     from pgvault.restore.table import TableRestoreRequest
 
     req = TableRestoreRequest(
-        db=db, at=_when(at, json_out), target_db=target_db, owner=owner, scratch_parent=scratch
+        db=db, at=parse_at(at, json_out), target_db=target_db, owner=owner, scratch_parent=scratch
     )
     _run(ctx, req, json_out)
 

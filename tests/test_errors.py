@@ -43,7 +43,7 @@ def _backup_manifest(path: Path, body: dict[str, object]) -> None:
     path.write_text(text)
 
 
-def _zst_tar(path: Path, members: dict[str, bytes]) -> None:
+def zst_tar(path: Path, members: dict[str, bytes]) -> None:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, data in members.items():
@@ -71,10 +71,10 @@ def test_base_backup_verification_failures_are_backup_errors(tmp_path: Path) -> 
     man = tmp_path / "backup_manifest"
     _backup_manifest(man, GOOD)
     manifest = load_manifest(man)
-    _zst_tar(tmp_path / "base.tar.zst", {"PG_VERSION": b"15\n"})
+    zst_tar(tmp_path / "base.tar.zst", {"PG_VERSION": b"15\n"})
     assert verify_base_tar(tmp_path / "base.tar.zst", manifest) == 1
 
-    _zst_tar(tmp_path / "bad.tar.zst", {"PG_VERSION": b"14\n"})
+    zst_tar(tmp_path / "bad.tar.zst", {"PG_VERSION": b"14\n"})
     with pytest.raises(BackupError, match="does not match backup_manifest"):
         verify_base_tar(tmp_path / "bad.tar.zst", manifest)
     (tmp_path / "cut.tar.zst").write_bytes((tmp_path / "base.tar.zst").read_bytes()[:20])
@@ -94,6 +94,6 @@ def test_base_backup_verification_failures_are_backup_errors(tmp_path: Path) -> 
 def test_a_bug_in_verification_is_not_reported_as_damage(tmp_path: Path) -> None:
     """A KeyError from pgvault's own code is a bug: it must not read as "failed
     verification" (which would blame the backup and hide the bug)."""
-    _zst_tar(tmp_path / "base.tar.zst", {"PG_VERSION": b"15\n"})
+    zst_tar(tmp_path / "base.tar.zst", {"PG_VERSION": b"15\n"})
     with pytest.raises(KeyError):
         verify_base_tar(tmp_path / "base.tar.zst", {"not": "what load_manifest returns"})

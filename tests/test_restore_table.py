@@ -5,10 +5,8 @@ needed are extracted, and the scratch cluster is gone afterwards."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -16,13 +14,13 @@ from typing import Any
 
 import psycopg
 import pytest
-import zstandard
 
 from pgvault.errors import RestoreError
 from pgvault.restore.partial import layout_for
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
 from tests.pgcluster import PgCluster, chown_pg
+from tests.test_errors import zst_tar
 
 ITEMS = "SELECT id, note, qty FROM items ORDER BY id"
 
@@ -259,16 +257,6 @@ DATABASES = [
 ]
 
 
-def make_tar(path: Path, members: dict[str, bytes]) -> None:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
-
-
 def test_layout_keeps_templates_maintenance_and_the_database() -> None:
     layout = layout_for({"databases": DATABASES}, ["shop"], "postgres")
     assert layout.known and layout.skipped == {16385: "big"}
@@ -280,7 +268,7 @@ def test_layout_keeps_templates_maintenance_and_the_database() -> None:
 def test_skipped_database_files_are_sparse_and_ignored_by_verification(tmp_path: Path) -> None:
     page = b"x" * 8192
     archive = tmp_path / "base.tar.zst"
-    make_tar(
+    zst_tar(
         archive,
         {
             "global/pg_control": b"c" * 100,
@@ -301,11 +289,11 @@ def test_skipped_database_files_are_sparse_and_ignored_by_verification(tmp_path:
     assert layout.bytes_sparse == 2 * 8192
     assert layout.bytes_extracted == 100 + 8192 + 3 + 8192
     ts = tmp_path / "ts.tar.zst"
-    make_tar(ts, {"PG_15_202209061/16385/2000": page, "PG_15_202209061/16384/2000": page})
+    zst_tar(ts, {"PG_15_202209061/16385/2000": page, "PG_15_202209061/16384/2000": page})
     layout.extract(ts, tmp_path / "ts", "pg_tblspc/99")
     assert layout.verify_ignores() == ["base/16385", "pg_tblspc/99/PG_15_202209061/16385"]
     bad = tmp_path / "bad.tar.zst"
-    make_tar(bad, {"../escape": b"no"})
+    zst_tar(bad, {"../escape": b"no"})
     with pytest.raises(RestoreError, match="unsafe path"):
         layout.extract(bad, tmp_path / "bad", "")
 

@@ -18,7 +18,7 @@ from pgvault.walfile import parse_name, segment_name
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
 from tests.pgcluster import PG_USER, chown_pg
-from tests.test_wal_restore import archived_env, fake_datadir
+from tests.test_wal_restore import archived_env, damage_in_store, fake_datadir
 
 pytestmark = pytest.mark.slow
 
@@ -144,11 +144,7 @@ def test_changed_queued_segments_are_never_served_and_races_are_safe(
     victim = names[3]
     (queue / victim).write_bytes(b"x" * len(originals[victim]))
     (env.spool / "wal" / victim).unlink()
-    key = f"pg/{env.cluster}/wal/00000001/{victim}.zst"
-    store = env.store()
-    info = store.head(key)
-    assert info is not None
-    store.put_bytes(key, b"not zstd", dict(info.metadata))
+    damage_in_store(env, victim)
     dest.unlink()
     code, err = restore(env, datadir, victim)
     assert code == 254 and victim in err, err

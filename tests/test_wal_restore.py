@@ -42,6 +42,15 @@ def fake_datadir(env: PgvaultEnv) -> Path:
     return datadir
 
 
+def damage_in_store(env: PgvaultEnv, name: str) -> None:
+    """Overwrite WAL segment `name`'s store object (timeline 1) with bytes that are not zstd."""
+    key = f"pg/{env.cluster}/wal/00000001/{name}.zst"
+    store = env.store()
+    info = store.head(key)
+    assert info is not None
+    store.put_bytes(key, b"not zstd", dict(info.metadata))
+
+
 def wal_restore(env: PgvaultEnv, datadir: Path, name: str, *flags: str) -> tuple[int, str]:
     proc = as_postgres(
         [
@@ -103,11 +112,7 @@ def test_exit_codes_for_absent_history_and_damage(make_env: EnvFactory) -> None:
     # a damaged store object (spool copy gone): 254 so PostgreSQL aborts recovery
     victim = names[1]
     (env.spool / "wal" / victim).unlink()
-    key = f"pg/{env.cluster}/wal/00000001/{victim}.zst"
-    store = env.store()
-    info = store.head(key)
-    assert info is not None
-    store.put_bytes(key, b"not zstd", dict(info.metadata))
+    damage_in_store(env, victim)
     code, err = wal_restore(env, datadir, victim)
     assert code == 254 and victim in err
     assert not dest.exists()

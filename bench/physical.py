@@ -68,6 +68,20 @@ def timed_as_postgres(args: list[str], env: dict[str, str] | None = None) -> flo
     return elapsed
 
 
+def start_cluster(env: PgvaultEnv, conf: Path) -> tuple[PgCluster, dict[str, str]]:
+    """The benchmarked cluster, archiving to pgvault and pgbackrest; it and its libpq env."""
+    pg = PgCluster(env.base)
+    archive = (
+        f"{env.archive_command()} && pgbackrest --config={conf} --stanza=bench archive-push %p"
+    )
+    pg.initdb(archive, {"max_wal_size": "'2GB'", "checkpoint_timeout": "'15min'"})
+    pg.start()
+    env.pg = pg
+    env.data["postgres"] = {"host": "127.0.0.1", "port": pg.port, "user": "postgres"}
+    env.write_config()
+    return pg, {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres"}
+
+
 def pgbench_to_target(
     pg: PgCluster, libpq: dict[str, str], transactions: int
 ) -> tuple[int, str, int]:
@@ -237,16 +251,7 @@ def main() -> None:
     conf = rest_root / "pgbackrest.conf"
     try:
         env.cli("init")
-        pg = PgCluster(env.base)
-        archive = (
-            f"{env.archive_command()} && pgbackrest --config={conf} --stanza=bench archive-push %p"
-        )
-        pg.initdb(archive, {"max_wal_size": "'2GB'", "checkpoint_timeout": "'15min'"})
-        pg.start()
-        env.pg = pg
-        env.data["postgres"] = {"host": "127.0.0.1", "port": pg.port, "user": "postgres"}
-        env.write_config()
-        libpq = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres"}
+        pg, libpq = start_cluster(env, conf)
         t = timed_as_postgres(
             [str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(args.scale), "postgres"], libpq
         )

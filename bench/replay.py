@@ -33,7 +33,6 @@ from pathlib import Path
 from common import (
     AMQP,
     PG_BIN,
-    PgCluster,
     PgvaultEnv,
     as_postgres,
     chown_pg,
@@ -42,7 +41,7 @@ from common import (
     workdir,
 )
 from common import pgvault_for_postgres as pgvault_bin
-from physical import balance, pgbench_to_target, show, stop, timed_as_postgres
+from physical import balance, pgbench_to_target, show, start_cluster, stop, timed_as_postgres
 from wal_archive import pgbackrest_setup
 
 CP_FLOOR = "floor: untar + cp restore_command"
@@ -188,16 +187,7 @@ def main() -> None:
     conf = rest_root / "pgbackrest.conf"
     try:
         env.cli("init")
-        pg = PgCluster(env.base)
-        archive = (
-            f"{env.archive_command()} && pgbackrest --config={conf} --stanza=bench archive-push %p"
-        )
-        pg.initdb(archive, {"max_wal_size": "'2GB'", "checkpoint_timeout": "'15min'"})
-        pg.start()
-        env.pg = pg
-        env.data["postgres"] = {"host": "127.0.0.1", "port": pg.port, "user": "postgres"}
-        env.write_config()
-        libpq = {"PGHOST": "127.0.0.1", "PGPORT": str(pg.port), "PGUSER": "postgres"}
+        pg, libpq = start_cluster(env, conf)
         timed_as_postgres(
             [str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(args.scale), "postgres"], libpq
         )

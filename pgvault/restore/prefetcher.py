@@ -242,7 +242,12 @@ def _take_lock(qdir: str) -> bool:
 
 
 def main(qdir: str, config: str | None, *, use_spool: bool) -> int:
-    os.makedirs(qdir, exist_ok=True)
+    try:  # never re-creates a data directory removed meanwhile (only pg_wal's child)
+        os.mkdir(qdir, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return 0  # the restore is gone
     if not _take_lock(qdir):
         return 0  # another call started it first
     try:

@@ -23,6 +23,7 @@ from pgvault import pg
 from pgvault.config import PostgresSettings
 from pgvault.errors import RestoreError
 from pgvault.pgtools import find_tool, last_line, run_tool
+from pgvault.restore import walqueue
 
 SOCKET_PREFIX = "pgvault-sock-"
 MAX_SOCKET_PATH = 107  # bytes of sun_path usable for `<dir>/.s.PGSQL.<port>` on Linux
@@ -157,6 +158,8 @@ class RestoredServer:
             )
         if not self.running():
             remove_socket_dir(self.socket_dir)
+            # the restore's WAL prefetcher (restore_command's) leaves with the server
+            walqueue.wait_gone(str(self.datadir / "pg_wal" / walqueue.PREFETCH_DIR))
 
     def _stopped_at_target(self) -> bool:
         try:

@@ -24,6 +24,7 @@ Racing calls for the same NAME each get their own link of the same verified file
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -176,6 +177,22 @@ def running(qdir: str) -> bool:
     except (OSError, ValueError):
         return False
     return pid > 0 and pid_alive(pid)
+
+
+def wait_gone(qdir: str, timeout: float = 15.0) -> None:
+    """After the server stopped: let the queue's prefetcher notice and exit (it polls
+    every 50 ms), so removing the data directory never races its last writes; one that
+    outlives `timeout` is terminated."""
+    deadline = time.monotonic() + timeout
+    while running(qdir):
+        if time.monotonic() > deadline:
+            try:
+                with open(os.path.join(qdir, LOCK)) as fh:
+                    os.kill(int(fh.read().strip()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+            return
+        time.sleep(0.05)
 
 
 def ensure_prefetcher(qdir: str, config: str | None, *, use_spool: bool) -> None:

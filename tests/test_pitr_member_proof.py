@@ -10,11 +10,13 @@ import io
 import json
 import sqlite3
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 import zstandard
 
+from pgvault.errors import RestoreError
 from pgvault.restore.proven_extract import Proof, extract_proven
 from tests.conftest import EnvFactory
 from tests.test_pitr import prepare
@@ -88,3 +90,37 @@ def test_a_member_that_differs_from_the_manifest_fails_the_restore(
     assert proc.returncode != 0
     assert victim in proc.stderr and "does not match backup_manifest" in proc.stderr, proc.stderr
     assert target.is_dir() and list(target.iterdir()) == []
+
+
+def test_a_failed_proof_with_a_full_queue_fails_fast_and_closes_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    """The writer thread fails on the first member while the reader keeps queueing the
+    next ones: extraction must raise, not wait forever on a queue nobody empties (a
+    double close once killed the writer thread and hung `restore pitr`)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(6):
+            blob = bytes([i]) * (3 << 20)
+            info = tarfile.TarInfo(f"base/1/{i}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    archive = tmp_path / "base.tar.zst"
+    archive.write_bytes(zstandard.ZstdCompressor().compress(out.getvalue()))
+    proof = Proof(expected={"base/1/0": (3 << 20, "0" * 64)}, usable=True)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            extract_proven(archive, tmp_path / "out", proof)
+            outcome.append(None)
+        except BaseException as exc:  # the assertion below names it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "extraction hung after a failed member proof"
+    (exc,) = outcome
+    assert isinstance(exc, RestoreError) and "does not match backup_manifest" in str(exc)
+    assert not proof.complete

@@ -18,6 +18,7 @@ cannot prove from (another checksum algorithm, encoded paths) leaves the full pa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -84,13 +85,31 @@ class _Writer:
         self.thread.start()
 
     def put(self, *item: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        self.items.put(item)
+        """Queue one item; raises the writer's failure instead of waiting on a full queue
+        for a thread that stopped taking items."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            if not self.thread.is_alive():
+                raise RestoreError("extraction stopped: the writer thread ended")
+            try:
+                self.items.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def end(self) -> None:
+        """Tell the writer to stop (it drains what is queued); never blocks on a dead one."""
+        while self.thread.is_alive():
+            try:
+                self.items.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
 
     def finish(self) -> None:
-        self.items.put(None)
-        self.thread.join()
+        self.end()
         if self.error is not None:
             raise self.error
 
@@ -103,9 +122,10 @@ class _Writer:
                 current = self._handle(item, current)
             except BaseException as exc:
                 self.error = exc
-                if current:
-                    os.close(current[0])
-                    current = []
+                if current and current[0] is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(current[0])
+                current = []
 
     def _handle(self, item: tuple[Any, ...], current: list[Any]) -> list[Any]:
         op = item[0]
@@ -121,6 +141,7 @@ class _Writer:
             return [fd, hashlib.sha256(), 0, path, member, expect, name]
         fd, digest, size, path, member, expect, name = current
         os.fchmod(fd, member.mode & 0o700 or 0o600)
+        current[0] = None  # closed: never closed twice (the number may be reused by then)
         os.close(fd)
         os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
         if expect is not None:
@@ -172,6 +193,5 @@ def extract_proven(archive: Path, dest: Path, proof: Proof, prefix: str = "") ->
     finally:
         if writer.thread.is_alive():
             writer.error = writer.error or RestoreError("extraction stopped")
-            writer.items.put(None)
-            writer.thread.join()
+            writer.end()
     return count

@@ -12,15 +12,17 @@ as the data directory's owner through `runuser`, as PostgreSQL refuses to run as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from pgvault import pg
-from pgvault.config import PostgresSettings
+from pgvault.config import PostgresSettings, Settings
 from pgvault.errors import RestoreError
 from pgvault.pgtools import find_tool, last_line, run_tool
 from pgvault.restore import walqueue
@@ -90,6 +92,18 @@ class RestoredServer:
         self.superuser = superuser
         self.logfile = datadir / "log" / "pgvault-restore.log"
         self.owner = pwd.getpwuid(datadir.stat().st_uid).pw_name
+        self._prefetcher: subprocess.Popen[bytes] | None = None
+
+    def prefetch_from(
+        self, first_segment: str, seg_size: int, settings: Settings, *, from_store: bool
+    ) -> None:
+        """Before start(): the restore's WAL prefetcher, already at the first segment
+        replay reads (restore/prefetch_start.py), as the server's user."""
+        from pgvault.restore.prefetch_start import start_early
+
+        self._prefetcher = start_early(
+            self.datadir, first_segment, seg_size, settings, from_store=from_store
+        )
 
     def _major(self) -> int | None:
         """The data directory's major version (PG_VERSION): its own pg_ctl runs it."""
@@ -160,6 +174,9 @@ class RestoredServer:
             remove_socket_dir(self.socket_dir)
             # the restore's WAL prefetcher (restore_command's) leaves with the server
             walqueue.wait_gone(str(self.datadir / "pg_wal" / walqueue.PREFETCH_DIR))
+            if self._prefetcher is not None:  # the one prefetch_from started: reaped
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._prefetcher.wait(timeout=5)
 
     def _stopped_at_target(self) -> bool:
         try:

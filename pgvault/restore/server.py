@@ -13,6 +13,7 @@ as the data directory's owner through `runuser`, as PostgreSQL refuses to run as
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -26,6 +27,8 @@ from pgvault.config import PostgresSettings, Settings
 from pgvault.errors import RestoreError
 from pgvault.pgtools import find_tool, last_line, run_tool
 from pgvault.restore import walqueue
+
+log = logging.getLogger(__name__)
 
 SOCKET_PREFIX = "pgvault-sock-"
 MAX_SOCKET_PATH = 107  # bytes of sun_path usable for `<dir>/.s.PGSQL.<port>` on Linux
@@ -101,9 +104,12 @@ class RestoredServer:
         replay reads (restore/prefetch_start.py), as the server's user."""
         from pgvault.restore.prefetch_start import start_early
 
-        self._prefetcher = start_early(
-            self.datadir, first_segment, seg_size, settings, from_store=from_store
-        )
+        try:
+            self._prefetcher = start_early(
+                self.datadir, first_segment, seg_size, settings, from_store=from_store
+            )
+        except OSError as exc:  # only speed is lost: restore_command starts it later
+            log.warning("%s: WAL prefetcher not started early: %s", self.datadir, exc)
 
     def _major(self) -> int | None:
         """The data directory's major version (PG_VERSION): its own pg_ctl runs it."""

@@ -63,6 +63,8 @@ class PitrResult:
     unlogged: list[UnloggedRelation] = field(default_factory=list)
     unlogged_error: str | None = None  # the restored server could not be asked
     chain: list[str] = field(default_factory=list)  # backups combined, full first
+    first_segment: str = ""  # the first WAL segment replay reads (the plan's)
+    seg_size: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -246,6 +248,8 @@ def _restore(job: _Job) -> PitrResult:
         unlogged=unlogged,
         unlogged_error=unlogged_error,
         chain=[b.label for b in job.plan.chain],
+        first_segment=job.plan.first_segment,
+        seg_size=job.plan.window.seg_size,
     )
 
 
@@ -316,6 +320,12 @@ def _recover(job: _Job, port: int, socket_dir: Path) -> tuple[str | None, float]
     )
     started_at = time.monotonic()
     try:
+        server.prefetch_from(
+            job.plan.first_segment,
+            job.plan.window.seg_size,
+            job.settings,
+            from_store=job.from_store,
+        )
         server.start(timeout=int(job.timeout), may_stop_at_target=job.action == "shutdown")
         restored_to = server.wait_recovered(job.action, job.timeout)
     except BaseException:

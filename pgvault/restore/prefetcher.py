@@ -16,7 +16,8 @@ segments after the one replay asked for last (`.want`) in the queue, verified:
   asked for again every RETRY_MISSING seconds, never past it; there, this timeline's and
   the next one's history files are looked up too (PostgreSQL asks for them next);
 - it exits when recovery ends (recovery.signal / standby.signal / postmaster.pid gone,
-  when they were there), when replay has asked for nothing for `IDLE_EXIT` seconds, or
+  when they were there; a prefetcher started before the server watches its postmaster.pid
+  from when it appears), when replay has asked for nothing for `IDLE_EXIT` seconds, or
   when its lock is taken from it; on the way out it removes every segment it queued.
 """
 
@@ -105,6 +106,12 @@ class Prefetcher:
         self.queued: set[str] = set()
 
     def recovery_over(self) -> bool:
+        # started before the server (prefetch_start): its postmaster.pid counts once seen
+        if "postmaster.pid" not in self.watch and os.path.exists(
+            os.path.join(self.datadir, "postmaster.pid")
+        ):
+            self.watch.append("postmaster.pid")
+
         def gone(f: str) -> bool:
             return f in self.watch and not os.path.exists(os.path.join(self.datadir, f))
 

@@ -149,6 +149,7 @@ def scratch_cluster(
         )
         alog = for_artifact(log, f"physical/{result.backup_id}")
         alog.info("replaying WAL to %s in the scratch cluster %s", result.target, datadir)
+        server.prefetch_from(result.first_segment, result.seg_size, settings, from_store=from_store)
         server.start(timeout=int(timeout))
         restored_to = server.wait_recovered(action, timeout)
         timings["replay_s"] = round(time.monotonic() - laid_out, 2)

@@ -12,18 +12,23 @@ as the data directory's owner through `runuser`, as PostgreSQL refuses to run as
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from pgvault import pg
-from pgvault.config import PostgresSettings
+from pgvault.config import PostgresSettings, Settings
 from pgvault.errors import RestoreError
 from pgvault.pgtools import find_tool, last_line, run_tool
 from pgvault.restore import walqueue
+
+log = logging.getLogger(__name__)
 
 SOCKET_PREFIX = "pgvault-sock-"
 MAX_SOCKET_PATH = 107  # bytes of sun_path usable for `<dir>/.s.PGSQL.<port>` on Linux
@@ -90,6 +95,21 @@ class RestoredServer:
         self.superuser = superuser
         self.logfile = datadir / "log" / "pgvault-restore.log"
         self.owner = pwd.getpwuid(datadir.stat().st_uid).pw_name
+        self._prefetcher: subprocess.Popen[bytes] | None = None
+
+    def prefetch_from(
+        self, first_segment: str, seg_size: int, settings: Settings, *, from_store: bool
+    ) -> None:
+        """Before start(): the restore's WAL prefetcher, already at the first segment
+        replay reads (restore/prefetch_start.py), as the server's user."""
+        from pgvault.restore.prefetch_start import start_early
+
+        try:
+            self._prefetcher = start_early(
+                self.datadir, first_segment, seg_size, settings, from_store=from_store
+            )
+        except OSError as exc:  # only speed is lost: restore_command starts it later
+            log.warning("%s: WAL prefetcher not started early: %s", self.datadir, exc)
 
     def _major(self) -> int | None:
         """The data directory's major version (PG_VERSION): its own pg_ctl runs it."""
@@ -160,6 +180,9 @@ class RestoredServer:
             remove_socket_dir(self.socket_dir)
             # the restore's WAL prefetcher (restore_command's) leaves with the server
             walqueue.wait_gone(str(self.datadir / "pg_wal" / walqueue.PREFETCH_DIR))
+            if self._prefetcher is not None:  # the one prefetch_from started: reaped
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._prefetcher.wait(timeout=5)
 
     def _stopped_at_target(self) -> bool:
         try:

@@ -123,14 +123,17 @@ def serve(name: str, dest: str, config: str | None, use_spool: bool) -> int | No
     if name == "00000001.history":
         return EXIT_NOT_FOUND  # timeline 1 has no history: PostgreSQL never writes one
     qdir = walqueue.queue_dir(dest)
+    how = "queue"
     if not walqueue.take(qdir, name, dest):
         if walqueue.absent(qdir, name):
             return EXIT_NOT_FOUND  # the running prefetcher found it nowhere, just now
         if not (segment and use_spool and _from_spool(name, dest, config)):
             return None
         os.makedirs(qdir, exist_ok=True)
+        how = "spool"
     if not segment:
         return EXIT_OK  # a history file: the guard has nothing to do (tblspc_guard.apply)
+    walqueue.note_served(qdir, name, how)
     walqueue.set_want(qdir, name, os.stat(dest).st_size)
     walqueue.ensure_prefetcher(qdir, config, use_spool=use_spool)
     try:

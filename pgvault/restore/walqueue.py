@@ -11,6 +11,7 @@ same filesystem):
         NAME                       the verified segment (or history file)
         NAME.absent                found nowhere, by the prefetcher, at the file's mtime
         NAME.tblspc-patch          the tablespace guard's pending patch (tblspc_guard)
+        .served                    "NAME queue|spool" per segment walget served (a record)
 
 The prefetcher (pgvault.restore.prefetcher) writes NAME only after the bytes were proven
 (sha256 of the spool copy, or of the store object and its decoded content), writes the
@@ -34,6 +35,7 @@ WANT = ".want"
 MARKER = ".ok"
 PART = ".part"
 ABSENT = ".absent"
+SERVED = ".served"
 # how long the prefetcher's "found nowhere" answers restore_command (it re-checks every
 # second while replay waits at the end of WAL)
 ABSENT_FRESH = 2.0
@@ -107,6 +109,27 @@ def take(qdir: str, name: str, dest: str) -> bool:
     if not ok:
         drop(qdir, name)  # the prefetcher fetches it again
     return ok
+
+
+def note_served(qdir: str, name: str, how: str) -> None:
+    """Record where restore_command's fast path took NAME from (one appended line)."""
+    try:
+        fd = os.open(os.path.join(qdir, SERVED), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        return  # a record only: never fails a served segment
+    try:
+        os.write(fd, f"{name} {how}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def read_served(qdir: str) -> list[tuple[str, str]]:
+    """The record, in serving order: (NAME, "queue" | "spool")."""
+    try:
+        with open(os.path.join(qdir, SERVED)) as fh:
+            return [(p[0], p[1]) for p in (ln.split() for ln in fh) if len(p) == 2]
+    except OSError:
+        return []
 
 
 def mark_absent(qdir: str, name: str) -> None:

@@ -1,7 +1,8 @@
 """Restoring an incremental chain (PostgreSQL 17+): fetch, prove, combine.
 
 Every backup of the plan's chain (full first, the incremental restored last) is fetched
-through the verified path (sha256 of every file, spool copy or store), extracted into a
+through the verified path (sha256 of every file, spool copy or store), extracted (each
+member proven against its backup_manifest on the way, proven_extract) into a
 plain directory of its own under the restore's staging directory (pg_combinebackup reads
 directories, not tars), tablespaces into their own directories linked from pg_tblspc,
 and checked against its own backup_manifest with pg_verifybackup. pg_combinebackup of
@@ -26,6 +27,7 @@ from pgvault.log import for_artifact
 from pgvault.pgtools import find_tool, run_tool
 from pgvault.progress import byte_progress
 from pgvault.restore.fetch import fetch_file
+from pgvault.restore.proven_extract import Proof, extract_proven
 from pgvault.restore.safetar import extract_zst_tar
 from pgvault.restore.tablespaces import DEFAULT_SUBDIR, Mapped, rewrite_tablespace_map
 from pgvault.restore.tblspc_guard import link_tablespace
@@ -68,24 +70,26 @@ def _fetch(
 def _unpack(
     settings: Settings, backup: BackupRow, files: Path, data: Path, oids: list[int]
 ) -> dict[int, Path]:
-    """One backup as a plain directory, its tablespaces linked; pg_verifybackup'd."""
-    extract_zst_tar(files / "base.tar.zst", data)
+    """One backup as a plain directory, its tablespaces linked, every member proven
+    against its backup_manifest while extracted (proven_extract, as a full restore does);
+    then pg_verifybackup'd for what extraction does not prove (nothing missing or extra)."""
+    proof = Proof.of(files / "backup_manifest")
+    extract_proven(files / "base.tar.zst", data, proof)
     spaces = {}
     for oid in oids:
         tar = files / f"{oid}.tar.zst"
         if not tar.exists():
             continue  # created after this backup: a later one of the chain holds it
         directory = data.parent / "tblspc" / str(oid)
-        extract_zst_tar(tar, directory)
+        extract_proven(tar, directory, proof, f"pg_tblspc/{oid}/")
         link_tablespace(str(data), oid, str(directory))
         spaces[oid] = directory
     shutil.copy2(files / "backup_manifest", data / "backup_manifest")
     run_tool(
         [
             find_tool("pg_verifybackup", settings.postgres.bin_dir, backup_major(backup.meta)),
-            # every file there and of its size; the bytes are proven already (the fetched
-            # archives' sha256, checked by the producer against backup_manifest member by
-            # member), the combined tree's checksums and WAL after pg_combinebackup
+            # every file there and of its size; the bytes were proven member by member
+            # while extracted, the combined tree's checksums and WAL after pg_combinebackup
             "--skip-checksums",
             "--no-parse-wal",
             "--quiet",

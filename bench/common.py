@@ -7,6 +7,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +47,35 @@ def cleanup(base: Path) -> None:
 def pg_ctl_start_cmd(datadir: Path, log: Path) -> list[str]:
     """`pg_ctl start` of a restored cluster, waiting up to an hour (its recovery replays WAL)."""
     return [str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-l", str(log), "-w", "-t", "3600", "start"]
+
+
+def start_and_wait(datadir: Path, sock: Path, port: int) -> float:
+    """pg_ctl start of a restored cluster, then poll until recovery is over; seconds from
+    the start."""
+    t0 = time.perf_counter()
+    proc = as_postgres(pg_ctl_start_cmd(datadir, sock / "log"))
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"pg_ctl start failed: {proc.stderr}\n{(sock / 'log').read_text()[-3000:]}"
+        )
+    while True:
+        out = as_postgres(
+            [
+                str(PG_BIN / "psql"),
+                "-h",
+                str(sock),
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-Atc",
+                "SELECT pg_is_in_recovery()",
+                "postgres",
+            ]
+        )
+        if out.stdout.strip() == "f":
+            return time.perf_counter() - t0
+        time.sleep(0.1)
 
 
 def stats(samples: list[float]) -> dict[str, float]:

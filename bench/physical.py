@@ -39,7 +39,7 @@ from common import (
     as_postgres,
     chown_pg,
     cleanup,
-    pg_ctl_start_cmd,
+    start_and_wait,
     workdir,
 )
 from common import pgvault_for_postgres as pgvault_bin
@@ -332,27 +332,7 @@ def main() -> None:
         port = pg.port + 1
         with (rest_dir / "postgresql.auto.conf").open("a") as fh:
             fh.write(f"port = {port}\nunix_socket_directories = '{sock}'\narchive_mode = off\n")
-        t0 = time.perf_counter()
-        as_postgres(pg_ctl_start_cmd(rest_dir, sock / "log"))
-        while True:
-            proc = as_postgres(
-                [
-                    str(PG_BIN / "psql"),
-                    "-h",
-                    str(sock),
-                    "-p",
-                    str(port),
-                    "-U",
-                    "postgres",
-                    "-Atc",
-                    "SELECT pg_is_in_recovery()",
-                    "postgres",
-                ]
-            )
-            if proc.stdout.strip() == "f":
-                break
-            time.sleep(0.5)
-        t_replay = time.perf_counter() - t0
+        t_replay = start_and_wait(rest_dir, sock, port)
         got = balance(str(sock), port)
         stop(rest_dir)
         show("pgbackrest restore + replay", t_files + t_replay, t_replay, got, wal_bytes, expected)

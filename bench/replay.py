@@ -34,10 +34,9 @@ from common import (
     AMQP,
     PG_BIN,
     PgvaultEnv,
-    as_postgres,
     chown_pg,
     cleanup,
-    pg_ctl_start_cmd,
+    start_and_wait,
     workdir,
 )
 from common import pgvault_for_postgres as pgvault_bin
@@ -46,34 +45,6 @@ from wal_archive import pgbackrest_setup
 
 CP_FLOOR = "floor: untar + cp restore_command"
 REDO_FLOOR = "floor: untar, WAL pre-placed (redo only)"
-
-
-def start_and_wait(datadir: Path, sock: Path, port: int) -> float:
-    """pg_ctl start, then poll until recovery is over; seconds from the start."""
-    t0 = time.perf_counter()
-    proc = as_postgres(pg_ctl_start_cmd(datadir, sock / "log"))
-    if proc.returncode != 0:
-        raise SystemExit(
-            f"pg_ctl start failed: {proc.stderr}\n{(sock / 'log').read_text()[-3000:]}"
-        )
-    while True:
-        out = as_postgres(
-            [
-                str(PG_BIN / "psql"),
-                "-h",
-                str(sock),
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "-Atc",
-                "SELECT pg_is_in_recovery()",
-                "postgres",
-            ]
-        )
-        if out.stdout.strip() == "f":
-            return time.perf_counter() - t0
-        time.sleep(0.1)
 
 
 def server_dirs(base: Path, name: str) -> tuple[Path, Path]:

@@ -5,6 +5,7 @@ PostgreSQL runs it: the postgres user, cwd = the data directory."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 import subprocess
 import time
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from pgvault.restore import walqueue
 from pgvault.restore.recovery_conf import restore_command_of
 from pgvault.walfile import parse_name, segment_name
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
-from tests.pgcluster import PG_USER, chown_pg
+from tests.pgcluster import PG_BIN, PG_USER, chown_pg
 from tests.test_wal_restore import archived_env, damage_in_store, fake_datadir
 
 pytestmark = pytest.mark.slow
@@ -26,10 +28,10 @@ QUEUE = Path("pg_wal/.pgvault-prefetch")
 
 
 def command(env: PgvaultEnv, datadir: Path, name: str, dest: str) -> list[str]:
+    """restore_command as PostgreSQL runs it: `sh -c` in the data directory, as postgres."""
     line = restore_command_of(env.settings, from_store=False)
-    argv = [a.replace("%f", name).replace("%p", dest) for a in shlex.split(line)]
-    cd = f'cd "{datadir}" && exec "$0" "$@"'
-    return ["runuser", "-u", PG_USER, "--", "sh", "-c", cd, *argv]
+    line = line.replace("%%", "\0").replace("%f", name).replace("%p", dest).replace("\0", "%")
+    return ["runuser", "-u", PG_USER, "--", "sh", "-c", f'cd "{datadir}" && {line}']
 
 
 def restore(
@@ -42,7 +44,26 @@ def restore(
 
 
 def queued(datadir: Path) -> list[str]:
-    return sorted(p.name for p in (datadir / QUEUE).iterdir() if len(p.name) == 24)
+    """Segments in the queue, as NAME (walget's, with a marker) or NAME.ready (the mv's)."""
+    names = [p.name.removesuffix(".ready") for p in (datadir / QUEUE).iterdir()]
+    return sorted(n for n in names if len(n) == 24)
+
+
+def write_guard(datadir: Path, *, ranges: list[list[int]]) -> None:
+    """A tablespace guard file as restore pitr writes it; segments outside `ranges` are
+    scanned by walget's guard (pg_waldump) when served, so never published as .ready."""
+    guard = {
+        "version": 1,
+        "ranges": ranges,
+        "segments": {},
+        "straddles": [],
+        "unscanned": [],
+        "map": {},
+        "by_location": {},
+        "default_dir": str(datadir / "pgvault_tablespaces"),
+        "pg_waldump": str(PG_BIN / "pg_waldump"),
+    }
+    (datadir / "pgvault_tablespaces.json").write_text(json.dumps(guard))
 
 
 def wait_for(what: Callable[[], bool], timeout: float = 120) -> bool:
@@ -93,6 +114,10 @@ def test_queue_is_bounded_served_in_order_and_gone_when_recovery_ends(
         assert len(queued(datadir)) <= 3 + 1
         # segments replay passed leave the queue (once the prefetcher has seen the call)
         assert wait_for(lambda i=i: set(queued(datadir)) <= set(names[i : i + 4]))
+    # each of those was a NAME.ready moved by restore_command's `mv`: walget never ran
+    # (it writes `.want`), the prefetcher followed replay by the files taken
+    assert (datadir / QUEUE / ".want").read_text().split()[0] == names[0]
+    assert [n for n, _ in walqueue.read_served(str(datadir / QUEUE))][1:] == names[1:]
     # the end of WAL: 1, quietly (PostgreSQL ends recovery there), from the prefetcher's
     # fresh "found nowhere" or from the full path
     code, err = restore(env, datadir, next_segment(names[-1]))
@@ -119,6 +144,7 @@ def test_changed_queued_segments_are_never_served_and_races_are_safe(
         make_env, "local", n=6, extra={"restore": {"prefetch_segments": 5}}
     )
     datadir = fake_datadir(env)
+    write_guard(datadir, ranges=[])  # every segment through walget: NAME with its marker
     queue = datadir / QUEUE
     dest = datadir / "pg_wal" / "RECOVERYXLOG"
     code, err = restore(env, datadir, names[0])

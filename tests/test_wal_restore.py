@@ -78,19 +78,28 @@ def test_serves_from_store_when_spool_is_gone_and_prefetches(make_env: EnvFactor
     assert code == 0, err
     assert (datadir / "pg_wal" / "RECOVERYXLOG").read_bytes() == originals[names[0]]
     prefetch = datadir / "pg_wal" / ".pgvault-prefetch"
+
+    def queued(n: str) -> bool:  # as NAME (walget's) or NAME.ready (restore_command's mv)
+        return (prefetch / n).exists() or (prefetch / f"{n}.ready").exists()
+
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (prefetch / names[1]).exists():
+    while time.monotonic() < deadline and not queued(names[1]):
         time.sleep(0.2)
-    assert (prefetch / names[1]).exists(), "the next segment was not prefetched"
+    assert queued(names[1]), "the next segment was not prefetched"
     for name in names[1:]:
         code, err = wal_restore(env, datadir, name)
         assert code == 0, err
         assert (datadir / "pg_wal" / "RECOVERYXLOG").read_bytes() == originals[name]
-    # segments replay passed leave the queue; the one read last stays (it is asked for
-    # again at the end of recovery)
-    while time.monotonic() < deadline + 60 and any((prefetch / n).exists() for n in names[:-1]):
+
+    # segments replay passed leave the queue; the one read last is there again as NAME
+    # (PostgreSQL asks for it again at the end of recovery)
+    def settled() -> bool:
+        return [n for n in names if queued(n)] == names[-1:] and (prefetch / names[-1]).exists()
+
+    while time.monotonic() < deadline + 60 and not settled():
         time.sleep(0.2)
-    assert [n for n in names if (prefetch / n).exists()] == names[-1:]
+    assert [n for n in names if queued(n)] == names[-1:]
+    assert (prefetch / names[-1]).exists()
 
 
 def test_exit_codes_for_absent_history_and_damage(make_env: EnvFactory) -> None:

@@ -141,3 +141,28 @@ def test_the_guard_refuses_a_link_that_points_elsewhere(tmp_path: Path) -> None:
     os.symlink("/srv/production", datadir / "pg_tblspc" / "7")
     with pytest.raises(tblspc_guard.GuardError, match="points at /srv/production"):
         tblspc_guard.link_tablespace(str(datadir), 7, str(tmp_path / "mine"))
+
+
+def test_only_segments_the_guard_never_touches_are_published_for_the_rename_path() -> None:
+    """tblspc_guard.served_as_is decides which segments restore_command may take with
+    `mv` alone (walqueue.READY): exactly those apply() would neither read nor change."""
+    seg = 16 * 1024 * 1024
+    names = [segment_name(1, n, seg) for n in range(10, 16)]
+    guard = {
+        "ranges": [[1, 10, 15]],
+        "segments": {names[2]: ["0/2A000028"]},  # a CREATE TABLESPACE record in it
+        "straddles": [names[4]],  # a record may run from names[4] into names[5]
+        "unscanned": [names[5]],
+    }
+    served = {n: tblspc_guard.served_as_is(guard, n, seg) for n in names}
+    assert served == {
+        names[0]: False,  # the plan's first: its predecessor is outside the plan
+        names[1]: True,
+        names[2]: False,  # patched when served
+        names[3]: True,
+        names[4]: False,  # its straddle check reads it
+        names[5]: False,  # unscanned (pg_waldump when served), and a patch may wait for it
+    }
+    assert tblspc_guard.served_as_is(guard, "00000002.history", seg)
+    assert tblspc_guard.served_as_is(None, names[0], seg)  # no guard file: nothing to do
+    assert not tblspc_guard.served_as_is(guard, segment_name(1, 16, seg), seg)  # out of plan

@@ -109,7 +109,11 @@ def _first_ready(qdir: str, name: str, proc: subprocess.Popen[bytes]) -> bool:
     deadline = time.monotonic() + FIRST_WAIT
     absent = os.path.join(qdir, name + walqueue.ABSENT)
     while time.monotonic() < deadline and proc.poll() is None:
-        if walqueue.valid(qdir, name) is not None or os.path.exists(absent):
+        if (
+            walqueue.valid(qdir, name) is not None
+            or os.path.exists(walqueue.ready_path(qdir, name))
+            or os.path.exists(absent)
+        ):
             return True
         time.sleep(0.02)
     return False

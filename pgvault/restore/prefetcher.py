@@ -26,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from pgvault import fsutil
 from pgvault.config import Settings, load_settings
 from pgvault.errors import IntegrityError, PgvaultError
-from pgvault.restore import walqueue
+from pgvault.restore import tblspc_guard, walqueue
 from pgvault.restore.wal_restore import catalog_row
 from pgvault.restore.walspool import spool_sha256
 from pgvault.walfile import parse_name, segment_name
@@ -60,8 +60,9 @@ class _Source:
             self._store = (open_store(self.settings.storage), identities_for(self.settings))
         return self._store
 
-    def fetch(self, qdir: str, name: str) -> bool:
-        """Verified NAME into the queue; False when it exists nowhere. Raises on damage."""
+    def fetch(self, qdir: str, name: str, ready: bool) -> bool:
+        """Verified NAME into the queue (as NAME.ready with `ready`); False when it exists
+        nowhere. Raises on damage."""
         part = walqueue.part_path(qdir, name)
         spool_bad = False
         if self.use_spool and (sha := spool_sha256(str(self.settings.spool_dir), name)):
@@ -71,7 +72,7 @@ class _Source:
             except (IntegrityError, OSError):
                 spool_bad = True  # not trusted: the store copy, as restore_command would
             else:
-                walqueue.publish(qdir, name, part, sha)
+                walqueue.publish(qdir, name, part, sha, ready=ready)
                 return True
         row = catalog_row(str(self.settings.catalog_path), "wal", name)
         if row is not None and row["state"] in ("corrupt", "missing"):
@@ -84,8 +85,17 @@ class _Source:
             raise IntegrityError(f"{name}: the spool copy is damaged and the store has none")
         if sha256 is None:
             return False
-        walqueue.publish(qdir, name, part, sha256)
+        walqueue.publish(qdir, name, part, sha256, ready=ready)
         return True
+
+
+def _load_guard(datadir: str) -> tuple[bool, dict[str, Any] | None]:
+    """(usable, guard): an unreadable guard file leaves every segment to restore_command's
+    own paths, which report it."""
+    try:
+        return True, tblspc_guard.load(datadir)
+    except tblspc_guard.GuardError:
+        return False, None
 
 
 class Prefetcher:
@@ -101,9 +111,12 @@ class Prefetcher:
             if os.path.exists(os.path.join(self.datadir, f))
         ]
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgvault-prefetch")
-        self.inflight: dict[str, Future[bool]] = {}
+        self.inflight: dict[str, tuple[Future[bool], bool]] = {}  # name -> (fetch, ready)
         self.missing: dict[str, float] = {}  # name -> when it was found nowhere
         self.queued: set[str] = set()
+        self.ready: set[str] = set()  # queued as NAME.ready: gone = taken by replay
+        self.taken: str | None = None  # the last NAME.ready replay took
+        self.guard_ok, self.guard = _load_guard(self.datadir)
 
     def recovery_over(self) -> bool:
         # started before the server (prefetch_start): its postmaster.pid counts once seen
@@ -136,9 +149,10 @@ class Prefetcher:
             if passed and name not in self.inflight:
                 walqueue.drop(self.qdir, name)
                 self.queued.discard(name)
+                self.ready.discard(name)
 
     def _collect(self) -> None:
-        for name, fut in list(self.inflight.items()):
+        for name, (fut, ready) in list(self.inflight.items()):
             if not fut.done():
                 continue
             del self.inflight[name]
@@ -152,17 +166,50 @@ class Prefetcher:
                 continue
             if found:
                 self.queued.add(name)
+                if ready:
+                    self.ready.add(name)
                 walqueue.clear_absent(self.qdir, name)
             else:
                 self.missing[name] = time.monotonic()
                 walqueue.mark_absent(self.qdir, name)
+
+    def _taken(self) -> None:
+        """NAME.ready files replay took (restore_command renamed them away), in order."""
+        gone = [n for n in self.ready if not os.path.exists(walqueue.ready_path(self.qdir, n))]
+        for name in sorted(gone):
+            self.ready.discard(name)
+            self.queued.discard(name)
+            walqueue.note_served(self.qdir, name, "queue")
+            if self.taken is None or _order(name) > _order(self.taken):
+                self.taken = name
+
+    def position(self, want: tuple[str, int] | None) -> tuple[str, int] | None:
+        """Where replay is: the later of walget's `.want` and the last NAME.ready taken."""
+        if self.taken is None or want is None:
+            return want
+        return (self.taken, want[1]) if _order(self.taken) > _order(want[0]) else want
+
+    def _ready_ok(self, name: str, seg_size: int) -> bool:
+        """Segments only: history files are asked for a few times, and again after being
+        taken; walget serves them from NAME. A guard file that appears after the start
+        (never in pgvault's own restores, which write it first) is read then."""
+        if self.guard is None and os.path.exists(
+            os.path.join(self.datadir, tblspc_guard.GUARD_FILE)
+        ):
+            self.guard_ok, self.guard = _load_guard(self.datadir)
+            self.guard_ok = self.guard_ok and self.guard is not None
+        return (
+            len(name) == 24
+            and self.guard_ok
+            and tblspc_guard.served_as_is(self.guard, name, seg_size)
+        )
 
     def _wanted(self, name: str, now: float) -> bool | None:
         """True: fetch it now. False: nothing to do. None: found nowhere a moment ago."""
         if name in self.inflight:
             return False
         if name in self.queued:
-            if os.path.exists(os.path.join(self.qdir, name)):
+            if os.path.exists(os.path.join(self.qdir, name)) or name in self.ready:
                 return False
             self.queued.discard(name)  # taken as changed (walqueue.take dropped it)
         elif os.path.exists(os.path.join(self.qdir, name)):
@@ -173,7 +220,8 @@ class Prefetcher:
         return True
 
     def step(self, want: str, seg_size: int) -> None:
-        self._collect()
+        """One round (run() has collected finished fetches and taken files first, so
+        `want` is replay's position now)."""
         self._forget_passed(want, seg_size)
         now = time.monotonic()
         todo = []
@@ -192,23 +240,38 @@ class Prefetcher:
             todo += [
                 f"{t:08X}.history" for t in (tli, tli + 1) if self._wanted(f"{t:08X}.history", now)
             ]
+            # PostgreSQL reads the last segment again when recovery ends: a NAME.ready is
+            # gone once taken, so that one comes back as NAME (walget serves it)
+            if want == self.taken and self._wanted(want, now):
+                todo.append(want)
         for name in todo:
             if len(self.inflight) >= 2:
                 break
             self.missing.pop(name, None)
-            self.inflight[name] = self.pool.submit(self.source.fetch, self.qdir, name)
+            ready = name != self.taken and self._ready_ok(name, seg_size)
+            fut = self.pool.submit(self.source.fetch, self.qdir, name, ready)
+            self.inflight[name] = (fut, ready)
 
     def run(self) -> None:
         last = None
         last_change = time.monotonic()
         while not self.recovery_over() and owns_lock(self.qdir):
-            want = walqueue.read_want(self.qdir)
+            self._collect()
+            self._taken()
+            want = self.position(walqueue.read_want(self.qdir))
             if want != last:
                 last, last_change = want, time.monotonic()
             elif time.monotonic() - last_change > IDLE_EXIT:
                 break
             if want is not None:
                 self.step(*want)
+            self._pause()
+
+    def _pause(self) -> None:
+        """Until a fetch finishes (the next one starts at once) or POLL seconds pass."""
+        if self.inflight:
+            wait([f for f, _ in self.inflight.values()], POLL, return_when=FIRST_COMPLETED)
+        else:
             time.sleep(POLL)
 
     def close(self) -> None:
@@ -218,9 +281,17 @@ class Prefetcher:
             walqueue.drop(self.qdir, name)
             walqueue.clear_absent(self.qdir, name)
         for entry in os.scandir(self.qdir):
-            if entry.name.endswith(walqueue.PART) and not entry.name.startswith(walqueue.WANT):
+            if entry.name.endswith(walqueue.READY) or (
+                entry.name.endswith(walqueue.PART) and not entry.name.startswith(walqueue.WANT)
+            ):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+
+
+def _order(name: str) -> tuple[int, str]:
+    """Replay order of two segment names: the segment number (its last 16 hex digits),
+    then the timeline."""
+    return int(name[8:], 16), name[:8]
 
 
 def owns_lock(qdir: str) -> bool:

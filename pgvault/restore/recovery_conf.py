@@ -12,12 +12,14 @@ from __future__ import annotations
 import getpass
 import re
 import shlex
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pgvault.config import Settings
 from pgvault.pgtools import find_tool, run_tool
+from pgvault.restore.walqueue import PREFETCH_DIR, READY
 
 # pg_controldata line -> GUC that must be at least that large for recovery to run
 _CONTROL_LIMITS = {
@@ -41,18 +43,26 @@ def pgvault_command(settings: Settings) -> str:
 def restore_command_of(settings: Settings, *, from_store: bool) -> str:
     """restore_command for a restored cluster (%f/%p left for PostgreSQL to expand).
 
-    The fast path first: this interpreter without site (-S) and without the script's
-    directory on sys.path (-P) runs pgvault/restore/walget.py, which serves segments the
-    prefetcher queued and verified with a rename, and hands every other call to
-    `pgvault wal-restore` (the same arguments, the same exit codes)."""
+    Two steps, the cheap one first:
+    - `mv -f pg_wal/.pgvault-prefetch/%f.ready %p`: a segment the prefetcher proved and
+      published for the rename-only path (walqueue.READY) is moved into place, no
+      interpreter started (PostgreSQL runs restore_command in the data directory, and
+      always restores into pg_wal/);
+    - otherwise this interpreter without site (-S) and without the script's directory on
+      sys.path (-P) runs pgvault/restore/walget.py, which serves queued segments with a
+      checked rename and hands every other call to `pgvault wal-restore` (the same
+      arguments, the same exit codes)."""
     walget = Path(__file__).resolve().parent / "walget.py"
     argv = [sys.executable, "-S", "-P", str(walget)]
     if settings.config_file:
         argv += ["--config", str(settings.config_file.resolve())]
     if from_store:
         argv.append("--from-store")
+    mv = shutil.which("mv") or "/bin/mv"
+    ready = f"pg_wal/{PREFETCH_DIR}/%f{READY}"
     # PostgreSQL expands %f/%p/%r/%% in restore_command: a literal % in a path is %%
-    return shlex.join(argv).replace("%", "%%") + " %f %p"
+    fast = shlex.quote(mv).replace("%", "%%") + f" -f {ready} %p 2>/dev/null"
+    return f"{fast} || exec " + shlex.join(argv).replace("%", "%%") + " %f %p"
 
 
 def pg_timestamp(iso_text: str) -> str:

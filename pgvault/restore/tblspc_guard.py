@@ -186,6 +186,28 @@ def _nothing_to_do(guard: dict[str, Any], name: str, path: str) -> bool:
     )
 
 
+def served_as_is(guard: dict[str, Any] | None, name: str, seg_size: int) -> bool:
+    """Whether apply() will read and change nothing of NAME whenever it is served, so the
+    prefetcher may publish it for restore_command's rename-only path (walqueue.READY):
+    no guard file; a history file; or a segment in the plan without a tablespace record
+    or a straddle check, whose predecessor is in the plan without a straddle check (only
+    serving the predecessor can leave a pending patch for NAME: _straddle)."""
+    wal = parse_name(name)
+    if guard is None or wal.type != "segment":
+        return True
+    segno = wal.segno(seg_size)
+    if segno == 0:
+        return False
+    prev = segment_name(wal.timeline, segno - 1, seg_size)
+    return (
+        _in_plan(guard, name, seg_size)
+        and not guard["segments"].get(name)
+        and name not in guard["straddles"]
+        and _in_plan(guard, prev, seg_size)
+        and prev not in guard["straddles"]
+    )
+
+
 def _patch_file(path: str, name: str) -> str:
     return os.path.join(os.path.dirname(path), ".pgvault-prefetch", name + ".tblspc-patch")
 

@@ -68,8 +68,11 @@ def _place(name: str, dest: str, conf: Any, config: str | None, *, use_spool: bo
     """Put NAME at dest, verified: prefetched copy, spool, or store."""
     wal = parse_name(name)
     spooled: bool | None = False
-    if wal.type == "segment" and walqueue.take(walqueue.queue_dir(dest), name, dest):
-        pass  # verified by the prefetcher, unchanged since (its marker)
+    qdir = walqueue.queue_dir(dest)
+    if wal.type == "segment" and (
+        walqueue.take_ready(qdir, name, dest) or walqueue.take(qdir, name, dest)
+    ):
+        pass  # verified by the prefetcher (NAME: unchanged since, its marker)
     elif not (use_spool and (spooled := from_spool(conf.spool_dir, name, dest))):
         row = catalog_row(conf.catalog_path, wal.kind, name)
         if row is not None and row["state"] in ("corrupt", "missing"):

@@ -124,7 +124,9 @@ def serve(name: str, dest: str, config: str | None, use_spool: bool) -> int | No
         return EXIT_NOT_FOUND  # timeline 1 has no history: PostgreSQL never writes one
     qdir = walqueue.queue_dir(dest)
     how = "queue"
-    if not walqueue.take(qdir, name, dest):
+    if segment and walqueue.take_ready(qdir, name, dest):
+        pass  # published after the mv of restore_command's first word had looked
+    elif not walqueue.take(qdir, name, dest):
         if walqueue.absent(qdir, name):
             return EXIT_NOT_FOUND  # the running prefetcher found it nowhere, just now
         if not (segment and use_spool and _from_spool(name, dest, config)):

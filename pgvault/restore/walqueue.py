@@ -9,6 +9,7 @@ same filesystem):
         .NAME.part                 being written (never served)
         NAME.ok                    "ino size mtime_ns sha256", written after verification
         NAME                       the verified segment (or history file)
+        NAME.ready                 a verified file restore_command's shell takes by rename
         NAME.absent                found nowhere, by the prefetcher, at the file's mtime
         NAME.tblspc-patch          the tablespace guard's pending patch (tblspc_guard)
         .served                    "NAME queue|spool" per segment walget served (a record)
@@ -20,6 +21,15 @@ next to restore_command's %p and compares the link's stat with the marker before
 renaming it to %p: a file changed after verification (different inode, size or mtime)
 or a file without marker is never served; the caller falls back to the verified fetch.
 Racing calls for the same NAME each get their own link of the same verified file.
+
+`NAME.ready` is the fast path (issue 18): a file the prefetcher proved and for which the
+tablespace guard has nothing to do whenever it is served (tblspc_guard.served_as_is),
+published by rename instead of NAME. restore_command's first word moves it to %p
+(`mv -f pg_wal/.pgvault-prefetch/%f.ready %p || exec <walget>`): no interpreter starts.
+It has one name only, so no link ever shares its inode with a file PostgreSQL writes
+(the reason NAME needs its marker); it is not re-checked when served, as nothing but the
+server's own user, who can write pg_wal itself, can reach it. Its disappearance tells the
+prefetcher that replay took it (`.want` is written by walget's calls only).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ LOCK = ".lock"
 WANT = ".want"
 MARKER = ".ok"
 PART = ".part"
+READY = ".ready"
 ABSENT = ".absent"
 SERVED = ".served"
 # how long the prefetcher's "found nowhere" answers restore_command (it re-checks every
@@ -54,8 +65,16 @@ def part_path(qdir: str, name: str) -> str:
     return os.path.join(qdir, f".{name}{PART}")
 
 
-def publish(qdir: str, name: str, verified: str, sha256: str) -> None:
-    """Make the verified file at `verified` (in qdir) available as NAME, marker first."""
+def ready_path(qdir: str, name: str) -> str:
+    return os.path.join(qdir, name + READY)
+
+
+def publish(qdir: str, name: str, verified: str, sha256: str, *, ready: bool = False) -> None:
+    """Make the verified file at `verified` (in qdir) available as NAME, marker first;
+    with `ready`, as NAME.ready instead (served by rename, see the module docstring)."""
+    if ready:
+        os.replace(verified, ready_path(qdir, name))
+        return
     st = os.stat(verified)
     marker = os.path.join(qdir, name + MARKER)
     tmp = marker + PART
@@ -111,6 +130,15 @@ def take(qdir: str, name: str, dest: str) -> bool:
     return ok
 
 
+def take_ready(qdir: str, name: str, dest: str) -> bool:
+    """NAME.ready renamed to dest (what restore_command's `mv` does); False when absent."""
+    try:
+        os.rename(ready_path(qdir, name), dest)
+    except OSError:
+        return False
+    return True
+
+
 def note_served(qdir: str, name: str, how: str) -> None:
     """Record where restore_command's fast path took NAME from (one appended line)."""
     try:
@@ -164,6 +192,7 @@ def _unlink(path: str) -> None:
 def drop(qdir: str, name: str) -> None:
     _unlink(os.path.join(qdir, name))
     _unlink(os.path.join(qdir, name + MARKER))
+    _unlink(ready_path(qdir, name))
 
 
 def set_want(qdir: str, name: str, seg_size: int) -> None:

@@ -4,6 +4,11 @@ Started by the first restore_command call that served a segment (walqueue.ensure
 a second one started by a racing call finds the lock taken and exits. It keeps the
 segments after the one replay asked for last (`.want`) in the queue, verified:
 
+- published as NAME.ready (restore_command moves it with `mv`, no interpreter) when the
+  tablespace guard has nothing to do for it (tblspc_guard.served_as_is), else as NAME
+  with its marker (walget serves it); a NAME.ready gone is replay's position, as is
+  `.want` (written by walget); at the end of WAL the last one taken is queued again as
+  NAME for PostgreSQL's re-read; the next fetch starts as soon as one finishes;
 - bounded by `[restore] prefetch_segments` and `prefetch_bytes` (like pgBackRest's
   archive-get queue): never more than that many files ahead, in flight included;
 - each segment comes from the spool (fsutil.copy_verified: sha256 of its .sha256 file) or

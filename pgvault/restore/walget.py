@@ -2,7 +2,11 @@
 
 `pgvault restore pitr` writes
 
-    restore_command = '<venv python> -S -P <this file> [--config FILE] [--from-store] %f %p'
+    restore_command = 'mv -f pg_wal/.pgvault-prefetch/%f.ready %p 2>/dev/null ||
+        exec <venv python> -S -P <this file> [--config FILE] [--from-store] %f %p'
+
+The `mv` serves what the prefetcher published for the rename-only path (walqueue.READY);
+this file runs for the rest.
 
 `-S` skips site (and every .pth file), `-P` keeps this file's directory off sys.path, and
 this module imports only the stdlib-only queue and tablespace-guard modules: the

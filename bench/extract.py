@@ -38,7 +38,8 @@ def before(backup: Path, target: Path) -> None:
 def after(backup: Path, target: Path) -> None:
     proof = Proof.of(backup / "backup_manifest")
     extract_proven(backup / "base.tar.zst", target, proof)
-    extract_zst_tar(backup / "pg_wal.tar.zst", target / "pg_wal")
+    # one-pass backups list their WAL in backup_manifest (pg_wal/...): proven too
+    extract_proven(backup / "pg_wal.tar.zst", target / "pg_wal", proof, "pg_wal/")
     shutil.copy2(backup / "backup_manifest", target / "backup_manifest")
     assert proof.complete
     verifybackup(target, *proof.verifybackup_flags())

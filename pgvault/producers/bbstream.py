@@ -59,7 +59,7 @@ class StreamResult:
     bytes_in: int = 0
 
 
-class _Source:
+class StreamSource:
     """Bytes from `read` (os.read on a pipe, or a file's read) with exact-length takes."""
 
     def __init__(self, read: Callable[[int], bytes]) -> None:
@@ -122,7 +122,7 @@ class ZstdTarSink:
         self._fh.close()
 
 
-def _octal(field_: bytes, what: str) -> int:
+def tar_octal(field_: bytes, what: str) -> int:
     if field_[:1] and field_[0] & 0x80:  # GNU base-256, which PostgreSQL uses past 8 GiB
         return int.from_bytes(field_[1:], "big") | ((field_[0] & 0x7F) << (8 * (len(field_) - 1)))
     text = field_.split(b"\0", 1)[0].strip()
@@ -132,13 +132,13 @@ def _octal(field_: bytes, what: str) -> int:
         raise BackupError(f"tar header {what} is not a number: {text[:20]!r}") from None
 
 
-def _checksum(header: bytes) -> int:
+def tar_checksum(header: bytes) -> int:
     return sum(header[:148]) + 8 * 32 + sum(header[156:])
 
 
 def parse_header(header: bytes) -> tuple[str, int, bytes]:
     """(name, size, type flag) of one ustar header, its checksum proven."""
-    if _octal(header[148:156], "checksum") != _checksum(header):
+    if tar_octal(header[148:156], "checksum") != tar_checksum(header):
         raise BackupError("tar header checksum mismatch in pg_basebackup's stream")
     name = header[:100].split(b"\0", 1)[0]
     if header[257:262] == b"ustar" and header[345] != 0:
@@ -147,7 +147,7 @@ def parse_header(header: bytes) -> tuple[str, int, bytes]:
     if typeflag not in (*REGULAR, DIRECTORY, SYMLINK):
         raise BackupError(f"unsupported tar member type {typeflag!r} for {name[:100]!r}")
     text = name.decode("utf-8", "surrogateescape")
-    return text.removeprefix("./"), _octal(header[124:136], "size"), typeflag
+    return text.removeprefix("./"), tar_octal(header[124:136], "size"), typeflag
 
 
 def renamed_header(header: bytes, name: str) -> bytes:
@@ -158,14 +158,14 @@ def renamed_header(header: bytes, name: str) -> bytes:
     out = bytearray(header)
     out[:100] = raw.ljust(100, b"\0")
     out[148:156] = b" " * 8
-    out[148:156] = f"{_checksum(bytes(out)):06o}\0 ".encode()
+    out[148:156] = f"{tar_checksum(bytes(out)):06o}\0 ".encode()
     return bytes(out)
 
 
 class _Splitter:
     """Routes each member of the stream to its sink, hashing data files on the way."""
 
-    def __init__(self, src: _Source, base: ZstdTarSink, wal: ZstdTarSink) -> None:
+    def __init__(self, src: StreamSource, base: ZstdTarSink, wal: ZstdTarSink) -> None:
         self.src, self.base, self.wal = src, base, wal
         self.result = StreamResult()
         self.manifest: bytearray | None = None
@@ -221,7 +221,7 @@ def split_stream(
 ) -> StreamResult:
     """Read pg_basebackup's tar from `read` into out_dir/base.tar.zst and
     out_dir/pg_wal.tar.zst; see the module docstring. Files are fsynced, not renamed."""
-    src = _Source(read)
+    src = StreamSource(read)
     sinks: list[ZstdTarSink] = []
     try:
         sinks.append(ZstdTarSink(out_dir / "base.tar.zst", level, threads))

@@ -3,9 +3,11 @@
 Each regular member's bytes are hashed (SHA-256) while they are written, and the digest
 and size compared with PostgreSQL's backup_manifest before the next member is read: a
 member that does not match fails the restore (pitr undoes it: the target is left empty).
-Extraction safety is safetar's (`_checked`: no absolute or `..` paths, no links, no
-special files, nothing that resolves outside the target; `tarfile.data_filter` on top),
-and files are opened with O_NOFOLLOW.
+Extraction safety is safetar's rules, applied to tarstream's members (no absolute or
+`..` paths, no links, no special files, nothing that resolves outside the target; modes
+masked to the owner), and files are opened with O_NOFOLLOW. The archive is read by
+tarstream (large decompressed reads, member data as views, no copies), hashed in this
+thread and written in a second one.
 
 `Proof` records which manifest paths were proven this way. When every file the manifest
 lists was proven, the separate full `pg_verifybackup` pass (re-reading and re-hashing the
@@ -22,18 +24,15 @@ import contextlib
 import hashlib
 import os
 import queue
-import tarfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
-
-import zstandard
+from typing import Any
 
 from pgvault.errors import BackupError, RestoreError
 from pgvault.fsutil import write_all
 from pgvault.producers.basebackup_verify import load_manifest
-from pgvault.restore.safetar import _checked
+from pgvault.restore.tarstream import DIRECTORY, TarStream
 
 CHUNK = 1 << 20
 
@@ -71,16 +70,19 @@ class Proof:
         return ["--skip-checksums"] if self.complete else []
 
 
-class _Writer:
-    """Hashes and writes members in a second thread while the calling thread decompresses
-    and parses the tar (zstd, sha256 and write all release the GIL): the proof costs
-    little more wall time than the extraction alone. Members are written in order; the
-    first failure is raised at the next put() or at finish()."""
+WRITERS = 2  # threads writing files: the kernel's page-cache copy is most of a restore's CPU
 
-    def __init__(self, proof: Proof) -> None:
-        self.proof = proof
+
+class _Writer:
+    """Writes members in a thread of its own while the calling thread decompresses,
+    parses and hashes (zstd, sha256 and write all release the GIL): the proof costs little
+    more wall time than the extraction alone. A member's items go to one writer, in order;
+    the first failure is raised at the next put() or at finish()."""
+
+    def __init__(self) -> None:
         self.items: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=16)
         self.error: BaseException | None = None
+        self.fd: int | None = None
         self.thread = threading.Thread(target=self._run, name="pgvault-extract", daemon=True)
         self.thread.start()
 
@@ -114,40 +116,37 @@ class _Writer:
             raise self.error
 
     def _run(self) -> None:
-        current: list[Any] = []
         while (item := self.items.get()) is not None:
             if self.error is not None:
                 continue  # drain: the caller raises at its next put()
             try:
-                current = self._handle(item, current)
+                self._handle(item)
             except BaseException as exc:
                 self.error = exc
-                if current and current[0] is not None:
+                if self.fd is not None:
                     with contextlib.suppress(OSError):
-                        os.close(current[0])
-                current = []
+                        os.close(self.fd)
+                    self.fd = None
 
-    def _handle(self, item: tuple[Any, ...], current: list[Any]) -> list[Any]:
+    def _handle(self, item: tuple[Any, ...]) -> None:
         op = item[0]
         if op == "data":
-            current[1].update(item[1])
-            write_all(current[0], item[1])
-            current[2] += len(item[1])
-            return current
-        if op == "open":
-            _, path, member, expect, name = item
+            assert self.fd is not None
+            write_all(self.fd, item[1])
+        elif op == "open":
+            _, path, _mode, _mtime = item
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            return [fd, hashlib.sha256(), 0, path, member, expect, name]
-        fd, digest, size, path, member, expect, name = current
-        os.fchmod(fd, member.mode & 0o700 or 0o600)
-        current[0] = None  # closed: never closed twice (the number may be reused by then)
-        os.close(fd)
-        os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
-        if expect is not None:
-            _check(member.name, size, digest.hexdigest(), expect)
-            self.proof.proven.add(name)
-        return []
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            self.fd = os.open(path, flags, 0o600)
+        else:  # "close"
+            _, path, mode, mtime = item
+            assert self.fd is not None
+            fd, self.fd = self.fd, None  # closed once: the number may be reused by then
+            try:
+                os.fchmod(fd, mode & 0o700 or 0o600)
+            finally:
+                os.close(fd)
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
 def _check(name: str, size: int, sha256: str, expect: tuple[int, str]) -> None:
@@ -159,39 +158,58 @@ def _check(name: str, size: int, sha256: str, expect: tuple[int, str]) -> None:
         raise RestoreError(f"{name}: SHA-256 in the backup archive does not match backup_manifest")
 
 
+def _target(root: str, name: str) -> str:
+    """Where member `name` goes under root; safetar's rules (no absolute path, no `..`,
+    nothing that resolves outside root through what is already there)."""
+    if name.startswith("/") or ".." in name.split("/"):
+        raise RestoreError(f"refusing unsafe path {name!r} in the backup archive")
+    target = os.path.realpath(os.path.join(root, name))
+    if target != root and not target.startswith(root + os.sep):
+        raise RestoreError(f"refusing {name!r}: it would land outside the target")
+    return target
+
+
 def extract_proven(archive: Path, dest: Path, proof: Proof, prefix: str = "") -> int:
     """Extract a .tar.zst into dest like safetar.extract_zst_tar, proving each member listed
     in the manifest (as `prefix + name`) while it is written; returns the member count."""
     dest.mkdir(parents=True, exist_ok=True)
-    data_filter = getattr(tarfile, "data_filter", None)
-    count = 0
-    writer = _Writer(proof)
+    root = os.path.realpath(dest)
+    count = files = 0
+    seen: set[str] = set()
+    writers = [_Writer() for _ in range(WRITERS)]
     try:
         with archive.open("rb") as fh:
-            reader = zstandard.ZstdDecompressor().stream_reader(fh)
-            with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
-                for checked in _checked(tar, dest):
-                    member = data_filter(checked, str(dest)) if data_filter else checked
-                    if not member.isfile() and data_filter is not None:
-                        tar.extract(checked, dest, filter="data")
-                    elif not member.isfile():
-                        tar.extract(checked, dest)
-                    else:
-                        name = prefix + member.name
-                        src = tar.extractfile(member)
-                        if src is None:
-                            raise RestoreError(f"{member.name}: unreadable member in the archive")
-                        target = os.path.join(dest, member.name)
-                        writer.put("open", target, member, proof.expected.get(name), name)
-                        while chunk := src.read(CHUNK):
-                            writer.put("data", chunk)
-                        writer.put("close")
-                    count += 1
-        writer.finish()
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        raise RestoreError(f"{archive.name}: damaged archive: {exc}") from None
+            tar = TarStream(fh, archive.name)
+            for member in tar.members():
+                target = _target(root, member.name)
+                count += 1
+                if member.kind == DIRECTORY:
+                    os.makedirs(target, mode=0o700, exist_ok=True)
+                    os.chmod(target, member.mode & 0o700 or 0o700, follow_symlinks=False)
+                    continue
+                if member.name in seen:  # two writers must never write one path
+                    raise RestoreError(f"{member.name}: twice in the backup archive")
+                seen.add(member.name)
+                # files alternate between the writers (a big relation's 1 GiB segments too)
+                writer = writers[files % WRITERS]
+                files += 1
+                name = prefix + member.name
+                digest = hashlib.sha256()
+                size = 0
+                writer.put("open", target, member.mode, member.mtime)
+                for chunk in tar.data():
+                    digest.update(chunk)
+                    size += len(chunk)
+                    writer.put("data", chunk)
+                writer.put("close", target, member.mode, member.mtime)
+                if (expect := proof.expected.get(name)) is not None:
+                    _check(member.name, size, digest.hexdigest(), expect)
+                    proof.proven.add(name)
+        for writer in writers:
+            writer.finish()
     finally:
-        if writer.thread.is_alive():
-            writer.error = writer.error or RestoreError("extraction stopped")
-            writer.end()
+        for writer in writers:
+            if writer.thread.is_alive():
+                writer.error = writer.error or RestoreError("extraction stopped")
+                writer.end()
     return count

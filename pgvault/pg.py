@@ -18,7 +18,16 @@ from psycopg.rows import dict_row  # noqa: TID251
 from pgvault.config import PostgresSettings
 from pgvault.errors import PostgresError
 
-__all__ = ["Connection", "PostgresError", "connect", "fetch_all", "fetch_one", "fetch_value", "sql"]
+__all__ = [
+    "Connection",
+    "PostgresError",
+    "cancel",
+    "connect",
+    "fetch_all",
+    "fetch_one",
+    "fetch_value",
+    "sql",
+]
 
 Connection = psycopg.Connection[dict[str, Any]]
 Query = str | sql.Composable
@@ -88,6 +97,13 @@ def fetch_one(
 def fetch_value(conn: Connection, query: Query, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
     row = fetch_one(conn, query, params)
     return next(iter(row.values())) if row else None
+
+
+def cancel(conn: Connection, timeout: float = 5.0) -> None:
+    """Ask the server to cancel the statement `conn` runs (from another thread); best
+    effort: nothing happens when it is between statements."""
+    with contextlib.suppress(psycopg.Error):
+        conn.cancel_safe(timeout=timeout)
 
 
 def database_exists(conn: Connection, name: str) -> bool:

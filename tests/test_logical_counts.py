@@ -11,6 +11,7 @@ pipe-written archives.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -143,7 +144,14 @@ def test_counts_are_exact_and_at_the_dump_snapshot(
     counts = {(t["schema"], t["name"]): t["rows"] for t in manifest["tables"]}
     assert counts == EXPECTED
     assert backup["rows"] == sum(EXPECTED.values()) == manifest["row_count"]
-    assert set(backup["timings"]) == {"dump_s", "count_small_s", "count_s", "check_s"}
+    assert set(backup["timings"]) == {
+        "dump_s",
+        "count_small_s",
+        "count_big_during_s",
+        "count_niced",
+        "count_s",
+        "check_s",
+    }
     assert pg.one("SELECT count(*) FROM grows", dbname=DB) == 1005  # the inserts did happen
     deadline = time.monotonic() + 60
     while pg.one("SELECT count(*) FROM big", dbname=DB) and time.monotonic() < deadline:
@@ -162,6 +170,53 @@ def test_counts_are_exact_and_at_the_dump_snapshot(
     assert trees["meas"] == (1000, 1000) and trees["meas_b"] == (900, 900)
     assert pg.one("SELECT count(*) FROM grows", dbname="counts_copy") == 5
     assert pg.one("SELECT count(*) FROM big", dbname="counts_copy") == 150000
+
+
+def copy_rows(dump: Path, table: str) -> int:
+    """Rows of `table`'s data in a custom-format archive (its COPY lines)."""
+    text = subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--data-only", "--table", table, "--file", "-", str(dump)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    lines = text.split(f"COPY public.{table} ", 1)[1].split("\n\\.\n", 1)[0].splitlines()
+    return len(lines) - 1  # the COPY line itself
+
+
+@pytest.mark.parametrize("user", ["postgres", "plain"])
+def test_big_tables_counted_beside_pg_dump_stay_exact(
+    counts_env: tuple[PgvaultEnv, PgCluster], workdir: Path, user: str
+) -> None:
+    """Rows go into the big table all through pg_dump. As a superuser on the server's own
+    machine (the tests run as root) the big table is counted beside pg_dump, its backend
+    at nice 19; as a role that may not read data_directory, after pg_dump (the locality
+    of the backend is not provable). Either way the count is the dump's snapshot and the
+    dump holds exactly that many rows."""
+    env, pg = counts_env
+    pg.sql("CREATE ROLE plain LOGIN; GRANT pg_read_all_data TO plain", dbname=DB)
+    pg.sql("GRANT INSERT ON big TO plain", dbname=DB)
+    inserts = (
+        "(for i in $(seq 30); do "
+        f"{PG_BIN}/psql -q -X -c 'INSERT INTO big SELECT generate_series(1, 500)'; done) "
+        ">/dev/null 2>&1 </dev/null &"
+    )
+    # pg_dump (for pgvault) ends when the inserts have: they span the whole dump
+    env.data["postgres"]["bin_dir"] = str(
+        wrapped_bin(workdir / "bin", before=inserts, after="wait")
+    )
+    env.data["postgres"]["user"] = user
+    env.write_config()
+    out = env.cli_json("backup", "logical", "--db", DB)
+    assert out["ok"], out
+    backup = out["backups"][0]
+    timings = backup["timings"]
+    niced = user == "postgres" and os.geteuid() == 0
+    assert timings["count_niced"] is niced, timings
+    assert (timings["count_big_during_s"] > 0) is niced
+    counts = {(t["schema"], t["name"]): t["rows"] for t in manifest_of(env, backup)["tables"]}
+    assert counts == EXPECTED
+    dump = next(Path(backup["path"]).glob("*.dump"))
+    assert copy_rows(dump, "big") == EXPECTED[("public", "big")]
+    assert pg.one("SELECT count(*) FROM big", dbname=DB) == 150000 + 30 * 500
 
 
 def test_count_all_batches_exactly(counts_env: tuple[PgvaultEnv, PgCluster]) -> None:

@@ -3,6 +3,9 @@ catalog, names, versions and request validation."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -275,3 +278,44 @@ def test_plain_backup_logical_command_lines_skip_typer() -> None:
         [],
     ):
         assert parse(typer_s) is None, typer_s
+
+
+def test_only_a_local_postgres_backend_is_reniced(tmp_path: Path) -> None:
+    """The locality check behind counting the big tables beside pg_dump at nice 19: the
+    process must work in the data directory and be PostgreSQL's."""
+    from pgvault.producers.backend_priority import LOWEST, LowPriority, is_local_backend
+
+    assert not is_local_backend(os.getpid(), str(tmp_path))  # our cwd is elsewhere
+    assert not is_local_backend(os.getpid(), os.getcwd())  # not PostgreSQL
+    beyond = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    assert not is_local_backend(beyond, str(tmp_path))  # no such process
+    assert not is_local_backend(os.getpid(), str(tmp_path / "missing"))
+    fake = tmp_path / "data"
+    fake.mkdir()
+    (tmp_path / "link").symlink_to(fake)
+    procs = {
+        title: subprocess.Popen(["bash", "-c", f"exec -a '{title}' sleep 60"], cwd=fake)
+        for title in ("postgres: u db 127.0.0.1(5) idle in transaction", "sleep")
+    }
+    try:
+        deadline = time.monotonic() + 10
+        pg_like, other = procs.values()
+        while not is_local_backend(pg_like.pid, str(fake)) and time.monotonic() < deadline:
+            time.sleep(0.02)  # until bash has exec'd
+        assert is_local_backend(pg_like.pid, str(tmp_path / "link"))  # the same directory
+        assert not is_local_backend(pg_like.pid, str(tmp_path))
+        assert not is_local_backend(other.pid, str(fake))  # not PostgreSQL
+        niced = LowPriority(pg_like.pid)
+        was = os.getpriority(os.PRIO_PROCESS, pg_like.pid)
+        assert niced.lower()
+        assert os.getpriority(os.PRIO_PROCESS, pg_like.pid) == LOWEST
+        niced.restore()
+        if os.geteuid() == 0:  # giving a lower nice value back needs the privilege
+            assert os.getpriority(os.PRIO_PROCESS, pg_like.pid) == was
+        assert not niced.lower()  # over: never lowered again
+        beyond = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+        assert not LowPriority(beyond).lower()  # no such process: nothing to renice
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()

@@ -378,6 +378,11 @@ class CatalogDB:
         cols = [c[0] for c in cur.description or ()]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
+    def has_artifact(self, kind: str, name: str) -> bool:
+        """Whether kind/name has a row (deleted or not); without pgvault.catalog.rows'
+        typed rows, for `backup logical`, which asks before its pg_dump starts."""
+        return bool(self.query("SELECT 1 FROM artifacts WHERE kind=? AND name=?", (kind, name)))
+
     def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         row = self.conn.execute(sql, params).fetchone()
         return row[0] if row else None

@@ -8,8 +8,10 @@ For one database:
 3. the same transaction (so the dump's snapshot) counts the rows of every table: the
    counts describe exactly the rows in the dump. Tables under 8 MiB are counted while
    pg_dump runs, a few hundred to a statement (cheap round trips that hide in pg_dump's
-   own waits on the server); the big ones after pg_dump has finished, so their scans do
-   not take CPU from it (on a small host the two fought over the same cores);
+   own waits on the server); the big ones too, with the counting backend at nice 19 so
+   that their scans take only the CPU pg_dump leaves idle, when that backend provably
+   runs on this machine and may be reniced; otherwise after pg_dump has finished, so
+   their scans do not take CPU from it (pgvault.producers.snapshot_dump);
 4. check the archive itself (`pgvault.pgdumpfile`: header, table of contents, every data
    block at its offset and complete, data for every non-empty table; `pg_restore --list`
    for archive versions that reader does not know);
@@ -33,11 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pgvault import dbname, pg, pgdumpfile, spool
-from pgvault import pgtoc as toc
+from pgvault import dbname, pg, spool
 from pgvault.catalog.db import CatalogDB
-from pgvault.catalog.queries import state_of
-from pgvault.catalog.runs import record_backup_run
 from pgvault.config import Settings
 from pgvault.dbprops import database_properties
 from pgvault.errors import BackupError, PgvaultError, SpoolError
@@ -47,19 +46,11 @@ from pgvault.pgtables import TableRef
 from pgvault.pgtools import find_tool, libpq_env, run_tool
 from pgvault.producers.pgdump import TABLES_FILE, check_db_name, compression, tool_version
 from pgvault.producers.snapshot_dump import dump_in_snapshot, sha256
-from pgvault.schemas.manifest import (
-    MANIFEST_NAME,
-    DatabaseInfo,
-    DumpCompression,
-    LogicalManifest,
-    ManifestFile,
-    TableCount,
-    TablesFile,
-)
 from pgvault.timeutil import iso
 
-if TYPE_CHECKING:  # the broker is opened (and imported) only to raise an alert
-    from pgvault.broker.base import Broker
+if TYPE_CHECKING:
+    from pgvault.broker.base import Broker  # opened (and imported) only to raise an alert
+    from pgvault.schemas.manifest import LogicalManifest
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +67,8 @@ class DumpOutcome:
     rows: int = 0
     duration_s: float = 0.0
     error: str | None = None
-    # where the time went: pg_dump, the row counts after it, the archive check + sha256
+    # where the time went (seconds; pgvault.producers.snapshot_dump.SnapshotDump): pg_dump,
+    # the row counts beside and after it, the archive check + sha256; count_niced: a flag
     timings: dict[str, float] | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -142,7 +134,7 @@ class LogicalBackup:
             if (db_dir / backup_id).exists():
                 return True
             name = f"{enc}/{backup_id}"
-            return catalog is not None and state_of(catalog, "logical", name) is not None
+            return catalog is not None and catalog.has_artifact("logical", name)
 
         return unique_backup_id(taken)
 
@@ -229,7 +221,19 @@ class LogicalBackup:
                 "--no-password",
             ]
             env = libpq_env(ps.host, ps.port, ps.user, db)
-            done = dump_in_snapshot(conn, args, dump, env=env, label=db, total=db_bytes)
+            done = dump_in_snapshot(
+                conn, args, dump, env=env, label=db, total=db_bytes, beside=_import_for_after
+            )
+        from pgvault.schemas.manifest import (
+            MANIFEST_NAME,
+            DatabaseInfo,
+            DumpCompression,
+            LogicalManifest,
+            ManifestFile,
+            TableCount,
+            TablesFile,
+        )
+
         timings = done.timings
         counts, snapshot, snapshot_at, finished = (
             done.counts,
@@ -287,6 +291,9 @@ class LogicalBackup:
         """The archive must be complete and hold data for every non-empty table: read
         directly (pgvault.pgdumpfile), or by `pg_restore --list` for an archive version
         that reader does not know."""
+        from pgvault import pgdumpfile
+        from pgvault import pgtoc as toc
+
         non_empty = [t for t, n in counts.items() if n > 0]
         try:
             archive = pgdumpfile.read_archive(dump)
@@ -302,6 +309,16 @@ class LogicalBackup:
         if lacking:
             names = ", ".join(sorted(t.qualified for t in lacking)[:5])
             raise BackupError(f"the dump has no data for table(s) {names}; not keeping it")
+
+
+def _import_for_after() -> None:
+    """The modules a backup needs once pg_dump has finished (the manifest's models, the
+    archive reader, the run record), imported while pg_dump runs (dump_in_snapshot's
+    `beside`): neither before it, delaying its start, nor after it, adding to the time."""
+    import pgvault.catalog.runs
+    import pgvault.pgdumpfile
+    import pgvault.pgtoc
+    import pgvault.schemas.manifest  # noqa: F401
 
 
 def _since(start: float) -> float:
@@ -326,6 +343,8 @@ def run_backups(
         outcome = runner.run(db)
         outcomes.append(outcome)
         if catalog is not None:
+            from pgvault.catalog.runs import record_backup_run
+
             try:
                 record_backup_run(
                     catalog,

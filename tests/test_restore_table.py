@@ -5,6 +5,7 @@ needed are extracted, and the scratch cluster is gone afterwards."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ import pytest
 
 from pgvault.errors import RestoreError
 from pgvault.restore.partial import layout_for
+from pgvault.restore.proven_extract import Proof
 from tests.conftest import EnvFactory
 from tests.env import PgvaultEnv
 from tests.pgcluster import PgCluster, chown_pg
@@ -268,34 +270,43 @@ def test_layout_keeps_templates_maintenance_and_the_database() -> None:
 def test_skipped_database_files_are_sparse_and_ignored_by_verification(tmp_path: Path) -> None:
     page = b"x" * 8192
     archive = tmp_path / "base.tar.zst"
-    zst_tar(
-        archive,
-        {
-            "global/pg_control": b"c" * 100,
-            "base/16384/1259": page,
-            "base/16385/1259": page * 2,
-            "base/16385/PG_VERSION": b"15\n",
-            "base/16399/1259": page,  # a database created while the backup ran
-        },
-    )
+    files = {
+        "global/pg_control": b"c" * 100,
+        "base/16384/1259": page,
+        "base/16385/1259": page * 2,
+        "base/16385/PG_VERSION": b"15\n",
+        "base/16399/1259": page,  # a database created while the backup ran
+    }
+    zst_tar(archive, files)
+    ts_files = {"PG_15_202209061/16385/2000": page, "PG_15_202209061/16384/2000": page}
+    expected = {n: (len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()}
+    expected |= {
+        f"pg_tblspc/99/{n}": (len(d), hashlib.sha256(d).hexdigest()) for n, d in ts_files.items()
+    }
+    proof = Proof(expected, usable=True)
     layout = layout_for({"databases": DATABASES}, ["shop"], "postgres")
     dest = tmp_path / "data"
-    assert layout.extract(archive, dest, "") == 5
+    assert layout.extract(archive, dest, "", proof) == 5
     assert (dest / "base/16384/1259").read_bytes() == page
     assert (dest / "base/16399/1259").read_bytes() == page
     zeroed = dest / "base/16385/1259"
     assert zeroed.stat().st_size == 2 * 8192 and zeroed.read_bytes() == bytes(2 * 8192)
+    assert zeroed.stat().st_blocks == 0  # sparse: nothing written
     assert (dest / "base/16385/PG_VERSION").read_bytes() == b"15\n"
     assert layout.bytes_sparse == 2 * 8192
     assert layout.bytes_extracted == 100 + 8192 + 3 + 8192
     ts = tmp_path / "ts.tar.zst"
-    zst_tar(ts, {"PG_15_202209061/16385/2000": page, "PG_15_202209061/16384/2000": page})
-    layout.extract(ts, tmp_path / "ts", "pg_tblspc/99")
+    zst_tar(ts, ts_files)
+    layout.extract(ts, tmp_path / "ts", "pg_tblspc/99", proof)
     assert layout.verify_ignores() == ["base/16385", "pg_tblspc/99/PG_15_202209061/16385"]
+    # every extracted file proven on the way; the placeholders only skipped: no re-hash
+    assert proof.skipped == {"base/16385/1259", "pg_tblspc/99/PG_15_202209061/16385/2000"}
+    assert proof.proven == set(expected) - proof.skipped
+    assert proof.complete and proof.verifybackup_flags() == ["--skip-checksums"]
     bad = tmp_path / "bad.tar.zst"
     zst_tar(bad, {"../escape": b"no"})
     with pytest.raises(RestoreError, match="unsafe path"):
-        layout.extract(bad, tmp_path / "bad", "")
+        layout.extract(bad, tmp_path / "bad", "", proof)
 
 
 def test_text_report_says_what_was_restored_and_what_was_skipped(

@@ -8,8 +8,10 @@ of their size in the tar (the size backup_manifest gives), never extracted. WAL 
 still works on them: after the backup's checkpoint the first change of every page
 carries a full-page image, and nothing ever reads those databases (autovacuum is off
 in the scratch cluster, nobody connects to them). Their PG_VERSION and pg_filenode.map
-are extracted (a few bytes) so the directories stay well-formed. pg_verifybackup is
-told to ignore the zero-filled directories.
+are extracted (a few bytes) so the directories stay well-formed. Everything extracted is
+proven against backup_manifest on the way (proven_extract, the full restore's
+extraction); pg_verifybackup is told to ignore the zero-filled directories, and re-hashes
+nothing when every other file was proven.
 
 A directory base/<oid> whose oid is not in the list (a database created while the backup
 ran) is extracted, as is everything when the manifest predates the list (the report
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pgvault.restore.safetar import extract_zst_tar_sparse
+from pgvault.restore.proven_extract import Proof, extract_proven
 
 ALWAYS_EXTRACTED = ("PG_VERSION", "pg_filenode.map")
 
@@ -51,7 +53,7 @@ class PartialLayout:
             return None
         return int(parts[1]), f"{parts[0]}/{parts[1]}"
 
-    def extract(self, archive: Path, dest: Path, prefix: str) -> int:
+    def extract(self, archive: Path, dest: Path, prefix: str, proof: Proof) -> int:
         started = time.monotonic()
         if self.first_started is None:
             self.first_started = started
@@ -65,9 +67,10 @@ class PartialLayout:
             self._ignores.add(f"{prefix}/{found[1]}" if prefix else found[1])
             return True
 
-        members, written, sparse = extract_zst_tar_sparse(archive, dest, placeholder)
-        self.bytes_extracted += written
-        self.bytes_sparse += sparse
+        written, skipped = proof.bytes_written, proof.bytes_skipped
+        members = extract_proven(archive, dest, proof, f"{prefix}/" if prefix else "", placeholder)
+        self.bytes_extracted += proof.bytes_written - written
+        self.bytes_sparse += proof.bytes_skipped - skipped
         self.extract_s += time.monotonic() - started
         return members
 

@@ -38,7 +38,7 @@ class Extractor(Protocol):
     """How a partial restore (restore/partial.py) extracts the data tars: `prefix` is
     where the tar lands relative to the data directory ("" or "pg_tblspc/<oid>")."""
 
-    def extract(self, archive: Path, dest: Path, prefix: str) -> int: ...
+    def extract(self, archive: Path, dest: Path, prefix: str, proof: Proof) -> int: ...
 
     def verify_ignores(self) -> list[str]: ...
 
@@ -90,8 +90,8 @@ def materialize(
     mapped directory, linked from pg_tblspc) proving every member against backup_manifest
     as it is written (proven_extract), then pg_verifybackup the tree: without re-hashing
     it when extraction proved every file (proven_extract.Proof.complete). A partial
-    restore's `extractor` (restore table|database) extracts instead: nothing is proven on
-    the way, so pg_verifybackup re-hashes every extracted file."""
+    restore's `extractor` (restore table|database) extracts instead, through the same
+    proven extraction, leaving zero-filled placeholders that pg_verifybackup ignores."""
     backup_id = str(backup.backup_id)
     files = {f.name: f for f in backup.file_infos()}
     total = sum(f.size for n, f in files.items() if n != "manifest.json")
@@ -119,7 +119,7 @@ def materialize(
         if extractor is None:
             extract_proven(archive, dest, proof, f"{prefix}/" if prefix else "")
         else:
-            extractor.extract(archive, dest, prefix)
+            extractor.extract(archive, dest, prefix, proof)
 
     extract(staging / "base.tar.zst", target_dir, "")
     # one-pass (-Xfetch) backups list their WAL in backup_manifest under pg_wal/: proven too

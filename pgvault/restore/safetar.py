@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
@@ -65,34 +65,3 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
         os.chown(dirpath, uid, gid)
         for name in dirs + files:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
-
-
-def extract_zst_tar_sparse(
-    archive: Path, dest: Path, placeholder: Callable[[str], bool]
-) -> tuple[int, int, int]:
-    """Extract like `extract_zst_tar`, except that every file member for which
-    `placeholder(name)` is true is written as a sparse zero-filled file of its size (its
-    bytes are read from the stream, never written). Returns (members, bytes written,
-    bytes left sparse)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    count = written = sparse = 0
-    with archive.open("rb") as fh:
-        reader = zstandard.ZstdDecompressor().stream_reader(fh)
-        with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
-            data_filter = getattr(tarfile, "data_filter", None)
-            for member in _checked(tar, dest):
-                count += 1
-                if member.isfile() and placeholder(member.name):
-                    path = dest / member.name
-                    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    with path.open("wb") as out:
-                        out.truncate(member.size)
-                    os.chmod(path, 0o600)
-                    sparse += member.size
-                    continue
-                if data_filter is not None:
-                    tar.extract(member, dest, filter="data")
-                else:
-                    tar.extract(member, dest)
-                written += member.size if member.isfile() else 0
-    return count, written, sparse

@@ -1,10 +1,10 @@
 """A base backup's .tar.zst read as a stream of members, for extraction (issue 18).
 
 Python's tarfile reads a compressed stream through 10 KiB records and copies every
-member's bytes twice more on the way out; a restore of 1.5 GB spent about as long in
-tarfile as in zstd. This reader decompresses in large reads and hands out each member's
-data as views into the decompressed buffers (no copy), so extraction costs little more
-than zstd itself, the hashing and the writes.
+member's bytes again on the way out. This reader decompresses in 1 MiB reads and hands
+out each member's data as views into the decompressed buffers (no copy): extraction costs
+zstd itself, the hashing and the kernel's writes (on the benchmark's 1.47 GB, ~0.2 s less
+CPU than tarfile; the writes' system time is most of what remains).
 
 What it accepts is what PostgreSQL's tar writer (and pgvault's one-pass re-headed WAL
 tar) produces, plus what Python's tarfile writes for the same members: ustar headers with
@@ -34,7 +34,10 @@ from pgvault.producers.bbstream import (
     tar_octal,
 )
 
-READ = 4 << 20  # decompressed bytes per read: few Python calls per GB
+# decompressed bytes per read. 4 MiB reads cost twice the system time of 1 MiB ones here
+# (fresh buffers faulted in page by page, bench/extract.py): 1 MiB is a few thousand
+# Python calls per GB and stays in malloc's reused memory
+READ = 1 << 20
 FILE, DIRECTORY = "file", "dir"
 _LINKS = (b"1", b"2")
 _PAX, _PAX_GLOBAL, _GNU_LONGNAME = b"x", b"g", b"L"

@@ -128,3 +128,30 @@ def test_paths_outside_the_target_are_refused(tmp_path: Path, name: str) -> None
     with pytest.raises(RestoreError, match="refusing"):
         extract_proven(archive, tmp_path / "out", manifest_for(tmp_path / "m", {}))
     assert not (tmp_path / "evil").exists()
+
+
+def test_hostile_headers_fail_cleanly(tmp_path: Path) -> None:
+    """A pax record of length 0 (a reader that loops forever on it), and the same file
+    spelled twice (`a//b`, `a/./b`) to overwrite a proven member: refused."""
+    blob = b"0 path=x\n"
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, len(blob)
+    member = tarfile.TarInfo("base/1/1")
+    member.size = 1
+    raw = (
+        pax.tobuf(tarfile.USTAR_FORMAT)
+        + blob.ljust(512, b"\0")
+        + member.tobuf(tarfile.USTAR_FORMAT)
+        + b"x".ljust(512, b"\0")
+        + bytes(1024)
+    )
+    archive = tmp_path / "pax.tar.zst"
+    archive.write_bytes(zstandard.ZstdCompressor().compress(raw))
+    proof = manifest_for(tmp_path / "backup_manifest", {"base/1/1": b"x"})
+    with pytest.raises(RestoreError, match="pax header"):
+        extract_proven(archive, tmp_path / "out", proof)
+    for spelling in ("base/1//1", "base/1/./1"):
+        twice = tmp_path / "twice.tar.zst"
+        tar_zst(twice, [("base/1/1", b"x"), (spelling, b"y")], tarfile.USTAR_FORMAT)
+        with pytest.raises(RestoreError, match="twice"):
+            extract_proven(twice, tmp_path / "out2", manifest_for(tmp_path / "m2", {}))

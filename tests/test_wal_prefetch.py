@@ -193,3 +193,28 @@ def test_changed_queued_segments_are_never_served_and_races_are_safe(
     for i in range(2):
         assert digest((datadir / "pg_wal" / f"RACE{i}").read_bytes()) == digest(originals[racer])
     assert not [p for p in (datadir / "pg_wal").iterdir() if "pgvault-take" in p.name]
+
+
+def test_replay_going_back_still_finds_its_segments_queued(make_env: EnvFactory) -> None:
+    """PostgreSQL may read a later segment first (a checkpoint record past its redo
+    point) and then go back: the segments the mv path left behind the position stay
+    queued and are still served by the rename, verified bytes, walget never involved."""
+    env, names, originals = archived_env(
+        make_env, "local", n=5, extra={"restore": {"prefetch_segments": 4}}
+    )
+    datadir = fake_datadir(env)
+    (datadir / "recovery.signal").write_text("")
+    chown_pg(datadir)
+    dest = datadir / "pg_wal" / "RECOVERYXLOG"
+    code, err = restore(env, datadir, names[0])  # the full path; starts the prefetcher
+    assert code == 0, err
+    assert wait_for(lambda: queued(datadir) == names[1:5]), queued(datadir)
+    for name in (names[3], names[1], names[2], names[4]):
+        code, err = restore(env, datadir, name)
+        assert code == 0, err
+        assert digest(dest.read_bytes()) == digest(originals[name])
+        time.sleep(0.3)  # the prefetcher sees each take (it polls every 50 ms)
+    assert (datadir / QUEUE / ".want").read_text().split()[0] == names[0]  # all by `mv`
+    (datadir / "recovery.signal").unlink()
+    assert wait_for(lambda: not (datadir / QUEUE / ".lock").exists())
+    assert queued(datadir) == []

@@ -151,7 +151,10 @@ class Prefetcher:
             if other.type != "segment":
                 continue  # history files stay until the end
             passed = other.timeline != wal.timeline or other.segno(seg_size) < wal.segno(seg_size)
-            if passed and name not in self.inflight:
+            # a NAME.ready behind the position stays until replay takes it (or the end):
+            # replay may go back (a checkpoint record in a later segment than its redo
+            # point is read first), and it leaves the queue when taken
+            if passed and name not in self.inflight and name not in self.ready:
                 walqueue.drop(self.qdir, name)
                 self.queued.discard(name)
                 self.ready.discard(name)
@@ -178,8 +181,9 @@ class Prefetcher:
                 self.missing[name] = time.monotonic()
                 walqueue.mark_absent(self.qdir, name)
 
-    def _taken(self) -> None:
-        """NAME.ready files replay took (restore_command renamed them away), in order."""
+    def _taken(self) -> int:
+        """NAME.ready files replay took (restore_command renamed them away), in order;
+        how many."""
         gone = [n for n in self.ready if not os.path.exists(walqueue.ready_path(self.qdir, n))]
         for name in sorted(gone):
             self.ready.discard(name)
@@ -187,6 +191,7 @@ class Prefetcher:
             walqueue.note_served(self.qdir, name, "queue")
             if self.taken is None or _order(name) > _order(self.taken):
                 self.taken = name
+        return len(gone)
 
     def position(self, want: tuple[str, int] | None) -> tuple[str, int] | None:
         """Where replay is: the later of walget's `.want` and the last NAME.ready taken."""
@@ -262,9 +267,9 @@ class Prefetcher:
         last_change = time.monotonic()
         while not self.recovery_over() and owns_lock(self.qdir):
             self._collect()
-            self._taken()
+            took = self._taken()
             want = self.position(walqueue.read_want(self.qdir))
-            if want != last:
+            if want != last or took:
                 last, last_change = want, time.monotonic()
             elif time.monotonic() - last_change > IDLE_EXIT:
                 break
@@ -285,10 +290,8 @@ class Prefetcher:
         for name in self.queued | set(self.missing):
             walqueue.drop(self.qdir, name)
             walqueue.clear_absent(self.qdir, name)
-        for entry in os.scandir(self.qdir):
-            if entry.name.endswith(walqueue.READY) or (
-                entry.name.endswith(walqueue.PART) and not entry.name.startswith(walqueue.WANT)
-            ):
+        for entry in os.scandir(self.qdir):  # its own NAME.ready files went with queued
+            if entry.name.endswith(walqueue.PART) and not entry.name.startswith(walqueue.WANT):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 

@@ -125,6 +125,15 @@ class _Writer:
             raise self.error
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # stopped in the middle of a member (the reader failed): close it
+            if self.fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self.fd)
+                self.fd = None
+
+    def _loop(self) -> None:
         while (item := self.items.get()) is not None:
             if self.error is not None:
                 continue  # drain: the caller raises at its next put()
@@ -182,10 +191,11 @@ def _target(root: str, name: str) -> str:
     nothing that resolves outside root through what is already there)."""
     if name.startswith("/") or ".." in name.split("/"):
         raise RestoreError(f"refusing unsafe path {name!r} in the backup archive")
-    target = os.path.realpath(os.path.join(root, name))
-    if target != root and not target.startswith(root + os.sep):
+    path = os.path.normpath(os.path.join(root, name))
+    resolved = os.path.realpath(path)
+    if resolved != root and not resolved.startswith(root + os.sep):
         raise RestoreError(f"refusing {name!r}: it would land outside the target")
-    return target
+    return path  # not resolved: a link at the last component is refused by O_NOFOLLOW
 
 
 def extract_proven(
@@ -213,11 +223,11 @@ def extract_proven(
                 count += 1
                 if member.kind == DIRECTORY:
                     os.makedirs(target, mode=0o700, exist_ok=True)
-                    os.chmod(target, member.mode & 0o700 or 0o700, follow_symlinks=False)
+                    os.chmod(target, member.mode & 0o700 or 0o700)
                     continue
-                if member.name in seen:  # two writers must never write one path
+                if target in seen:  # two writers must never write one path
                     raise RestoreError(f"{member.name}: twice in the backup archive")
-                seen.add(member.name)
+                seen.add(target)
                 # files alternate between the writers (a big relation's 1 GiB segments too)
                 writer = writers[files % WRITERS]
                 files += 1

@@ -115,9 +115,14 @@ class TarStream:
             except BackupError as exc:
                 raise self._fail(str(exc)) from None
             name = meta.get("path", name).removeprefix("./")
-            size = int(meta.get("size", size))
-            mtime = int(float(meta.get("mtime", tar_octal(header[136:148], "mtime"))))
-            mode = tar_octal(header[100:108], "mode")
+            try:
+                size = int(meta.get("size", size))
+                mtime = int(float(meta.get("mtime", tar_octal(header[136:148], "mtime"))))
+                mode = tar_octal(header[100:108], "mode")
+            except (BackupError, ValueError, OverflowError) as exc:
+                raise self._fail(f"unreadable member header: {exc}") from None
+            if size < 0:
+                raise self._fail("negative member size")
             meta = {}
             if typeflag == b"5":
                 self._skip_bytes(size + (-size % BLOCK))
@@ -160,6 +165,8 @@ class TarStream:
                 length = int(length_text)
             except ValueError:
                 raise self._fail("unreadable pax header") from None
+            if not len(length_text) + 2 <= length <= len(raw):  # never loops on a 0
+                raise self._fail("unreadable pax header")
             record, raw = raw[:length], raw[length:]
             key, _, value = record[len(length_text) + 1 : -1].partition(b"=")
             out[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")

@@ -129,7 +129,7 @@ def serve(name: str, dest: str, config: str | None, use_spool: bool) -> int | No
     qdir = walqueue.queue_dir(dest)
     how = "queue"
     if segment and walqueue.take_ready(qdir, name, dest):
-        pass  # published after the mv of restore_command's first word had looked
+        how = ""  # published after restore_command's mv had looked: the prefetcher notes it
     elif not walqueue.take(qdir, name, dest):
         if walqueue.absent(qdir, name):
             return EXIT_NOT_FOUND  # the running prefetcher found it nowhere, just now
@@ -139,7 +139,8 @@ def serve(name: str, dest: str, config: str | None, use_spool: bool) -> int | No
         how = "spool"
     if not segment:
         return EXIT_OK  # a history file: the guard has nothing to do (tblspc_guard.apply)
-    walqueue.note_served(qdir, name, how)
+    if how:
+        walqueue.note_served(qdir, name, how)
     walqueue.set_want(qdir, name, os.stat(dest).st_size)
     walqueue.ensure_prefetcher(qdir, config, use_spool=use_spool)
     try:

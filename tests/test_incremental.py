@@ -4,7 +4,9 @@ changes between them; PITR to a time after each is exact; the second incremental
 small fraction of the full; retention keeps a kept incremental's parents and expires a
 chain together; `catalog rebuild` from the store restores the chain links (the same
 restorable answers, a restore from the store alone); a drill over the chain; refused
-on 15 with exit 2; a full backup with a warning when summarize_wal is off."""
+on 15 with exit 2; a full backup with a warning when summarize_wal is off; a chain whose middle member was
+forged (its archive's bytes, or one member's bytes with every sha256 record rewritten) is
+refused, nothing started, the target removed."""
 
 from __future__ import annotations
 
@@ -301,3 +303,83 @@ def test_incremental_chain_with_a_tablespace(make_env: EnvFactory) -> None:
     finally:
         as_postgres([str(bin17 / "pg_ctl"), "-D", str(target_dir), "-m", "immediate", "stop"])
     assert tree_digest(location) == before
+
+
+def _processes_on(directory: Path) -> list[str]:
+    """Command lines of running processes that name `directory` (a postgres -D DIR)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if any(str(directory).encode() in a for a in args):
+            found.append(b" ".join(args).decode(errors="replace"))
+    return found
+
+
+def _refused(env: PgvaultEnv, bin17: Path, target: str, name: str) -> tuple[str, str]:
+    """`restore pitr --start` of a chain with a forged member: a non-zero exit, the error
+    in one line, no target left, no staging left, no server started; the error line and stderr."""
+    target_dir = env.base / name
+    proc = env.cli(
+        "restore", "pitr", "--to", target, "--target-dir", str(target_dir), "--start", "--json",
+        check=False,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("pgvault: error:")]
+    assert proc.returncode != 0 and len(errors) == 1, (proc.returncode, proc.stderr)
+    assert '"ok": true' not in proc.stdout and '"started": true' not in proc.stdout
+    assert not target_dir.exists(), sorted(p.name for p in target_dir.iterdir())
+    assert not list(env.base.glob(f".{name}.*")), "staging left behind"
+    status = subprocess.run(
+        [str(bin17 / "pg_ctl"), "status", "-D", str(target_dir)], capture_output=True, text=True
+    )
+    assert status.returncode != 0 and "server is running" not in status.stdout
+    assert not _processes_on(target_dir)
+    return errors[0], proc.stderr
+
+
+def test_a_forged_chain_member_is_refused(make_env: EnvFactory) -> None:
+    """A chain full -> incremental 1 -> incremental 2, incremental 1 forged twice: (a) bytes
+    of its base.tar.zst changed in the spool and the store: the archive's sha256 refuses
+    it; (b) one relation file's bytes changed and the archive rebuilt, its sha256 and size
+    rewritten in the spool manifest, the catalog row and the store object's metadata (from
+    the spool copy, then from the store alone): only backup_manifest refuses the member.
+    Never started, never ok, the target removed."""
+    from tests.chainforge import ARCHIVE, flip_bytes, forge_member
+
+    bin17 = _bin17()
+    env = make_env("local")
+    pg = _cluster(env, bin17, {"summarize_wal": "on"})
+    pg.sql("CREATE TABLE ticks (id serial PRIMARY KEY, inserted_at timestamptz "
+           "DEFAULT clock_timestamp(), note text)")  # fmt: skip
+    _pgbench(pg, bin17, "-i", "-s", "2", "-q")
+    full = _backup(env)
+    env.drain()
+    _change(pg, 1)
+    inc1 = _backup(env, "--incremental")
+    assert inc1["incremental"] is True, inc1.get("fallback_reason")
+    env.drain()
+    _change(pg, 1)
+    inc2 = _backup(env, "--incremental")
+    assert inc2["chain"] == [full["backup_id"], inc1["backup_id"], inc2["backup_id"]]
+    target, _ = _mark(env, pg, "after incremental 2")
+    pg.stop()
+    spooled = env.spool / "physical" / inc1["backup_id"] / ARCHIVE
+    original = spooled.read_bytes()
+
+    # (a) the archive's own bytes: its sha256 (spool copy, then the store) refuses it
+    flip_bytes(env, inc1["backup_id"])
+    error, stderr = _refused(env, bin17, target, "flipped")
+    assert f"{inc1['backup_id']}/{ARCHIVE}: stored bytes do not match (sha256" in error, error
+    assert "spool copy of base.tar.zst does not match its sha256" in stderr
+
+    # (b) a consistent forgery: the archive passes its sha256, the member does not
+    member = forge_member(env, inc1["backup_id"], original)
+    error, stderr = _refused(env, bin17, target, "forged")
+    assert "spool copy" not in stderr  # the spool copy passed its (forged) sha256
+    assert member in error and "SHA-256" in error and "backup_manifest" in error, error
+    # the same forgery read from the store alone (no spool copy)
+    spooled.unlink()
+    error, _ = _refused(env, bin17, target, "forged-store")
+    assert member in error and "backup_manifest" in error, error

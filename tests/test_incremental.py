@@ -4,9 +4,9 @@ changes between them; PITR to a time after each is exact; the second incremental
 small fraction of the full; retention keeps a kept incremental's parents and expires a
 chain together; `catalog rebuild` from the store restores the chain links (the same
 restorable answers, a restore from the store alone); a drill over the chain; refused
-on 15 with exit 2; a full backup with a warning when summarize_wal is off; a chain whose middle member was
-forged (its archive's bytes, or one member's bytes with every sha256 record rewritten) is
-refused, nothing started, the target removed."""
+on 15 with exit 2; a full backup with a warning when summarize_wal is off; a chain whose
+middle member was forged (its archive's bytes, or one member's bytes with every sha256
+record rewritten) is refused, nothing started, the target removed."""
 
 from __future__ import annotations
 

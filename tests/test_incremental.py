@@ -379,6 +379,7 @@ def test_a_forged_chain_member_is_refused(make_env: EnvFactory) -> None:
     error, stderr = _refused(env, bin17, target, "forged")
     assert "spool copy" not in stderr  # the spool copy passed its (forged) sha256
     assert member in error and "SHA-256" in error and "backup_manifest" in error, error
+    assert f"backup {inc1['backup_id']} of the chain" in error, error  # which one was forged
     # the same forgery read from the store alone (no spool copy)
     spooled.unlink()
     error, _ = _refused(env, bin17, target, "forged-store")

@@ -73,17 +73,20 @@ def _unpack(
     """One backup as a plain directory, its tablespaces linked, every member proven
     against its backup_manifest while extracted (proven_extract, as a full restore does);
     then pg_verifybackup'd for what extraction does not prove (nothing missing or extra)."""
-    proof = Proof.of(files / "backup_manifest")
-    extract_proven(files / "base.tar.zst", data, proof)
     spaces = {}
-    for oid in oids:
-        tar = files / f"{oid}.tar.zst"
-        if not tar.exists():
-            continue  # created after this backup: a later one of the chain holds it
-        directory = data.parent / "tblspc" / str(oid)
-        extract_proven(tar, directory, proof, f"pg_tblspc/{oid}/")
-        link_tablespace(str(data), oid, str(directory))
-        spaces[oid] = directory
+    try:  # the error names the backup of the chain, not only the member
+        proof = Proof.of(files / "backup_manifest")
+        extract_proven(files / "base.tar.zst", data, proof)
+        for oid in oids:
+            tar = files / f"{oid}.tar.zst"
+            if not tar.exists():
+                continue  # created after this backup: a later one of the chain holds it
+            directory = data.parent / "tblspc" / str(oid)
+            extract_proven(tar, directory, proof, f"pg_tblspc/{oid}/")
+            link_tablespace(str(data), oid, str(directory))
+            spaces[oid] = directory
+    except RestoreError as exc:
+        raise RestoreError(f"backup {backup.label} of the chain: {exc}") from None
     shutil.copy2(files / "backup_manifest", data / "backup_manifest")
     run_tool(
         [

@@ -70,7 +70,6 @@ def dump_in_snapshot(
         conn,
         "SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0; SET jit = off",
     )
-    backend = local_backend(conn)
     pg.fetch_all(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     snapshot = str(pg.fetch_value(conn, "SELECT pg_export_snapshot()"))
     snapshot_at = datetime.now(UTC)
@@ -85,7 +84,10 @@ def dump_in_snapshot(
                 sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in big)
             ),
         )
-    niced = LowPriority(backend) if backend is not None and big else None
+    # asked only when there is something to count beside pg_dump (small databases: one
+    # round trip less before it starts)
+    backend = local_backend(conn) if big else None
+    niced = LowPriority(backend) if backend is not None else None
     counter = Counter(conn, small, big, niced, label=label, beside=beside)
     args = [*pg_dump_args, f"--snapshot={snapshot}", f"--file={dump}"]
     mark = time.monotonic()

@@ -33,6 +33,7 @@ from typing import Any
 from pgvault.errors import BackupError, RestoreError
 from pgvault.fsutil import write_all
 from pgvault.producers.basebackup_verify import load_manifest
+from pgvault.restore.safetar import safe_target
 from pgvault.restore.tarstream import DIRECTORY, TarStream
 
 CHUNK = 1 << 20
@@ -126,25 +127,22 @@ class _Writer:
 
     def _run(self) -> None:
         try:
-            self._loop()
+            while (item := self.items.get()) is not None:
+                if self.error is not None:
+                    continue  # drain: the caller raises at its next put()
+                try:
+                    self._handle(item)
+                except BaseException as exc:
+                    self.error = exc
+                    self._drop_fd()
         finally:  # stopped in the middle of a member (the reader failed): close it
-            if self.fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(self.fd)
-                self.fd = None
+            self._drop_fd()
 
-    def _loop(self) -> None:
-        while (item := self.items.get()) is not None:
-            if self.error is not None:
-                continue  # drain: the caller raises at its next put()
-            try:
-                self._handle(item)
-            except BaseException as exc:
-                self.error = exc
-                if self.fd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(self.fd)
-                    self.fd = None
+    def _drop_fd(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         op = item[0]
@@ -152,15 +150,10 @@ class _Writer:
             assert self.fd is not None
             write_all(self.fd, item[1])
         elif op == "open":
-            _, path, _mode, _mtime = item
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-            self.fd = os.open(path, flags, 0o600)
+            self.fd = _create(item[1])
         elif op == "placeholder":  # zero-filled, sparse: the size only
             _, path, mode, size = item
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-            fd = os.open(path, flags, 0o600)
+            fd = _create(path)
             try:
                 os.ftruncate(fd, size)
                 os.fchmod(fd, mode & 0o700 or 0o600)
@@ -177,6 +170,12 @@ class _Writer:
             os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
+def _create(path: str) -> int:
+    """A member's file, its directory made first; never through a link (O_NOFOLLOW)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+
+
 def _check(name: str, size: int, sha256: str, expect: tuple[int, str]) -> None:
     if size != expect[0]:
         raise RestoreError(
@@ -184,18 +183,6 @@ def _check(name: str, size: int, sha256: str, expect: tuple[int, str]) -> None:
         )
     if sha256 != expect[1]:
         raise RestoreError(f"{name}: SHA-256 in the backup archive does not match backup_manifest")
-
-
-def _target(root: str, name: str) -> str:
-    """Where member `name` goes under root; safetar's rules (no absolute path, no `..`,
-    nothing that resolves outside root through what is already there)."""
-    if name.startswith("/") or ".." in name.split("/"):
-        raise RestoreError(f"refusing unsafe path {name!r} in the backup archive")
-    path = os.path.normpath(os.path.join(root, name))
-    resolved = os.path.realpath(path)
-    if resolved != root and not resolved.startswith(root + os.sep):
-        raise RestoreError(f"refusing {name!r}: it would land outside the target")
-    return path  # not resolved: a link at the last component is refused by O_NOFOLLOW
 
 
 def extract_proven(
@@ -219,7 +206,7 @@ def extract_proven(
         with archive.open("rb") as fh:
             tar = TarStream(fh, archive.name)
             for member in tar.members():
-                target = _target(root, member.name)
+                target = safe_target(root, member.name)
                 count += 1
                 if member.kind == DIRECTORY:
                     os.makedirs(target, mode=0o700, exist_ok=True)

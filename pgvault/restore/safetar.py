@@ -23,12 +23,23 @@ import zstandard
 from pgvault.errors import RestoreError
 
 
+def safe_target(root: str, name: str) -> str:
+    """Where member `name` goes under `root` (a realpath): no absolute path, no `..`,
+    nothing that resolves outside root through what is already there. The path is
+    normalised, not resolved: a link at its last component is for O_NOFOLLOW to refuse."""
+    if name.startswith("/") or ".." in Path(name).parts:
+        raise RestoreError(f"refusing unsafe path {name!r} in the backup archive")
+    path = os.path.normpath(os.path.join(root, name))
+    resolved = os.path.realpath(path)
+    if resolved != root and not resolved.startswith(root + os.sep):
+        raise RestoreError(f"refusing {name!r}: it would land outside the target")
+    return path
+
+
 def _checked(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
     root = os.path.realpath(dest)
     for member in tar:
         name = member.name
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise RestoreError(f"refusing unsafe path {name!r} in the backup archive")
         if member.issym() or member.islnk():
             raise RestoreError(
                 f"refusing link {name!r} -> {member.linkname!r} in the backup archive "
@@ -36,9 +47,7 @@ def _checked(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
             )
         if not (member.isfile() or member.isdir()):
             raise RestoreError(f"refusing special member {name!r} in the backup archive")
-        target = os.path.realpath(os.path.join(root, name))
-        if target != root and not target.startswith(root + os.sep):
-            raise RestoreError(f"refusing {name!r}: it would land outside the target")
+        safe_target(root, name)
         member.mode = (member.mode or 0o600) & 0o700
         yield member
 

@@ -18,6 +18,7 @@ end, so its own checksum is checked too.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -60,29 +61,30 @@ class TarStream:
     def __init__(self, fh: IO[bytes], label: str) -> None:
         self.label = label
         reader = zstandard.ZstdDecompressor().stream_reader(fh, read_size=1 << 20)
-        self._reader = reader
         self._src = StreamSource(lambda _n: reader.read(READ))
         self._pending = 0  # data bytes (plus padding) of the last FILE not yet consumed
 
     def _fail(self, why: str) -> RestoreError:
         return RestoreError(f"{self.label}: damaged archive: {why}")
 
-    def _exact(self, n: int) -> bytes:
-        parts = []
-        while n:
-            part = self._take(n)
-            parts.append(bytes(part))
-            n -= len(part)
-        return b"".join(parts)
-
-    def _take(self, n: int) -> memoryview:
-        """Up to n bytes (at least one) of the decompressed stream."""
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The stream's failures as this archive's RestoreError."""
         try:
-            return self._src.take(n)
+            yield
         except StreamTruncated:
             raise self._fail("the stream ended early (truncated)") from None
         except zstandard.ZstdError as exc:
             raise self._fail(str(exc)) from None
+
+    def _exact(self, n: int) -> bytes:
+        with self._reading():
+            return self._src.exact(n)
+
+    def _take(self, n: int) -> memoryview:
+        """Up to n bytes (at least one) of the decompressed stream."""
+        with self._reading():
+            return self._src.take(n)
 
     def members(self) -> Iterator[Member]:
         meta: dict[str, str] = {}
@@ -175,10 +177,8 @@ class TarStream:
     def _finish(self) -> None:
         """After the end-of-archive block: the zstd frame is read to its end, so its own
         checksum is checked (what follows the block is ignored, as tar does)."""
-        try:
+        with self._reading():
             self._src.rest()
-        except zstandard.ZstdError as exc:
-            raise self._fail(str(exc)) from None
 
 
 def _name(header: bytes) -> str:
